@@ -1,0 +1,3 @@
+from halodb.cli import main
+
+main()

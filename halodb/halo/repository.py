@@ -1,0 +1,265 @@
+"""The shared machinery of the built-in API: set-based reads and writes that follow Halo's rules.
+
+Every operation takes and returns batches. Records are dicts keyed by Halo API field names (the
+readable column keys of ``halodb.halo.schema``); callers never see a Halo column name.
+
+Halo's write rules, applied here so no caller can forget them:
+* every insert and update stamps the table's ``*lastupdate`` column;
+* every changed field of an existing record gets an ``audit`` row attributed to the integrator
+  agent (``control.loginas_halointegrator``);
+* records are marked inactive, never deleted;
+* records whose ``*locked`` flag is set are reported as locked and left alone (the engine checks
+  ``Repository.is_locked`` before it plans an update).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Integer, SmallInteger, Table, bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from halodb.errors import RecordError
+from halodb.halo import audit
+
+# SQL Server refuses more than 2,100 parameters in one request; IN lists stay well under it.
+IN_LIST_LIMIT = 2000
+
+
+def chunks(items: Sequence, size: int = IN_LIST_LIMIT) -> Iterator[Sequence]:
+    """Slices of ``items`` no longer than ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """Who writes and when: every row written in one batch carries the same stamp."""
+
+    agent_id: int | None
+    now: dt.datetime
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field of one Halo record going from ``old`` to ``new``."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+def normalise_key(value: Any) -> Any:
+    """Match keys compare the way SQL Server's default collation does: trimmed, case-insensitive."""
+    if isinstance(value, str):
+        return value.strip().lower()
+    return value
+
+
+class Repository:
+    """Set-based access to one Halo entity. Subclasses declare the table and its fields."""
+
+    table: Table
+    #: How Halo names the table in audit rows.
+    audit_name: str
+    #: API fields a source may write (column keys of ``table``).
+    writable: tuple[str, ...]
+    #: Fields a new record must have after ``prepare``.
+    required: tuple[str, ...] = ("name",)
+    inactive_field = "inactive"
+    locked_field: str | None = "locked"
+    lastupdate_field: str | None = "lastupdate"
+    created_field: str | None = None
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def count(self, conn: Connection, *, active_only: bool = True) -> int:
+        """How many records there are (active ones only by default)."""
+        stmt = select(func.count()).select_from(self.table)
+        if active_only:
+            stmt = stmt.where(self.table.c[self.inactive_field] == False)  # noqa: E712
+        return conn.execute(stmt).scalar_one()
+
+    def current(self, conn: Connection, ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The stored values of ``writable`` (plus inactive and locked) for ``ids``."""
+        cols = [self.table.c.id] + [self.table.c[f] for f in self._read_fields()]
+        out: dict[int, dict[str, Any]] = {}
+        for part in chunks(list(ids)):
+            for row in conn.execute(select(*cols).where(self.table.c.id.in_(part))).mappings():
+                values = dict(row)
+                out[values.pop("id")] = values
+        return out
+
+    def find(self, conn: Connection, fields: tuple[str, ...], values: Iterable[tuple]) -> dict[tuple, list[int]]:
+        """Halo ids of records whose ``fields`` equal each of ``values`` (trimmed, any case)."""
+        wanted = {tuple(normalise_key(v) for v in value) for value in values}
+        wanted = {w for w in wanted if all(v not in (None, "") for v in w)}
+        if not wanted:
+            return {}
+        first = self.table.c[fields[0]]
+        probe = sorted({w[0] for w in wanted}, key=str)
+        first_expr = func.lower(first) if isinstance(probe[0], str) else first
+        cols = [self.table.c.id] + [self.table.c[f] for f in fields]
+        found: dict[tuple, list[int]] = defaultdict(list)
+        for part in chunks(probe):
+            for row in conn.execute(select(*cols).where(first_expr.in_(part))):
+                key = tuple(normalise_key(v) for v in row[1:])
+                if key in wanted:
+                    found[key].append(row[0])
+        return dict(found)
+
+    def is_locked(self, stored: Mapping[str, Any]) -> bool:
+        return bool(self.locked_field and stored.get(self.locked_field))
+
+    def _read_fields(self) -> list[str]:
+        extra = [self.inactive_field] + ([self.locked_field] if self.locked_field else [])
+        return list(dict.fromkeys([*self.writable, *extra]))
+
+    # -- preparing source records ---------------------------------------------------------------
+
+    def prepare(self, conn: Connection, records: Sequence[Mapping[str, Any]]) -> list[dict | RecordError]:
+        """Turn API-field records into rows ready to write, one result (or error) per record.
+
+        Subclasses resolve references (a site by name, a client by name) in one query per batch
+        and then call ``coerce`` for the plain fields.
+        """
+        return [self._try(self.coerce, record) for record in records]
+
+    @staticmethod
+    def _try(fn, *args) -> dict | RecordError:
+        try:
+            return fn(*args)
+        except RecordError as err:
+            return err
+
+    def coerce(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Check field names and convert values to the column types; raise RecordError if bad."""
+        row: dict[str, Any] = {}
+        for name, value in record.items():
+            if name not in self.writable:
+                raise RecordError(f"unknown {self.audit_name.lower()} field {name!r}")
+            row[name] = coerce_value(self.table.c[name].type, value, name)
+        if row.get(self.inactive_field) is None:
+            row[self.inactive_field] = False
+        for name in self.required:
+            if row.get(name) in (None, ""):
+                raise RecordError(f"{name} is empty")
+        return row
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def insert(self, conn: Connection, rows: Sequence[Mapping[str, Any]], ctx: WriteContext) -> list[int]:
+        """Insert new records; return their Halo ids in the order of ``rows``."""
+        if not rows:
+            return []
+        stamped = [self._stamp(dict(r), ctx, created=True) for r in rows]
+        keys = sorted({k for r in stamped for k in r})
+        params = [{k: r.get(k) for k in keys} for r in stamped]
+        stmt = insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
+        return [row[0] for row in conn.execute(stmt, params)]
+
+    def update(
+        self, conn: Connection, changes: Sequence[tuple[int, Sequence[FieldChange]]], ctx: WriteContext
+    ) -> int:
+        """Write changed fields of existing records, with one audit row per changed field.
+
+        Records with the same set of changed fields share one executemany statement.
+        """
+        groups: dict[tuple[str, ...], list[dict]] = defaultdict(list)
+        audit_rows = []
+        for halo_id, fields in changes:
+            if not fields:
+                continue
+            names = tuple(sorted(c.field for c in fields))
+            groups[names].append({"_id": halo_id, **{f"_v_{c.field}": c.new for c in fields}})
+            audit_rows.extend(audit.row(self.audit_name, halo_id, c.field, c.old, c.new, ctx) for c in fields)
+        for names, params in groups.items():
+            values = {name: bindparam(f"_v_{name}") for name in names}
+            if self.lastupdate_field:
+                values[self.lastupdate_field] = ctx.now
+            stmt = update(self.table).where(self.table.c.id == bindparam("_id")).values(values)
+            conn.execute(stmt, params)
+        audit.write(conn, audit_rows)
+        return sum(len(p) for p in groups.values())
+
+    def set_inactive(self, conn: Connection, ids: Sequence[int], inactive: bool, ctx: WriteContext) -> int:
+        """Mark records inactive (or active again) and audit the change; never deletes."""
+        changes = [(i, [FieldChange(self.inactive_field, not inactive, inactive)]) for i in ids]
+        return self.update(conn, changes, ctx)
+
+    def _stamp(self, row: dict, ctx: WriteContext, *, created: bool) -> dict:
+        if self.lastupdate_field:
+            row[self.lastupdate_field] = ctx.now
+        if created and self.created_field:
+            row[self.created_field] = ctx.now
+        return row
+
+    # -- comparing -------------------------------------------------------------------------------
+
+    def diff(self, stored: Mapping[str, Any], desired: Mapping[str, Any]) -> list[FieldChange]:
+        """Fields whose desired value differs from the stored one."""
+        return [
+            FieldChange(name, stored.get(name), value)
+            for name, value in desired.items()
+            if not same_value(stored.get(name), value)
+        ]
+
+
+# -- value conversion ---------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "y", "on", "-1"}
+_FALSE = {"0", "false", "no", "n", "off", ""}
+
+
+def coerce_value(type_, value: Any, name: str) -> Any:
+    """Convert a source value to what the column holds; ``RecordError`` names the field if it can't."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+    if isinstance(type_, Boolean):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise RecordError(f"{name} must be true or false (got {value!r})")
+    if value == "":
+        return None
+    if isinstance(type_, (Integer, SmallInteger)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise RecordError(f"{name} must be a whole number (got {value!r})") from None
+        if not number.is_integer():
+            raise RecordError(f"{name} must be a whole number (got {value!r})")
+        return int(number)
+    if isinstance(type_, DateTime):
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            return dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise RecordError(f"{name} must be a date and time (got {value!r})") from None
+    text = str(value) if not isinstance(value, str) else value
+    if isinstance(value, float) and value.is_integer():
+        text = str(int(value))  # spreadsheets hand phone numbers and codes over as floats
+    length = getattr(type_, "length", None)
+    if length and len(text) > length:
+        raise RecordError(f"{name} is longer than {length} characters")
+    return text
+
+
+def same_value(stored: Any, desired: Any) -> bool:
+    """Equality as a Halo user would judge it: '' equals NULL, 1 equals True."""
+    if stored in ("", None) and desired in ("", None):
+        return True
+    if isinstance(desired, bool) or isinstance(stored, bool):
+        return bool(stored) == bool(desired)
+    return stored == desired

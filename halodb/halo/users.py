@@ -1,0 +1,44 @@
+"""End users (Halo table ``users``): every user belongs to a site, and through it to a client."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from halodb.errors import RecordError
+from halodb.halo.repository import Repository
+from halodb.halo.sites import resolve_site
+from halodb.halo.schema import users
+
+
+class UserRepository(Repository):
+    table = users
+    audit_name = "USERS"
+    writable = (
+        "name", "firstname", "surname", "emailaddress", "email2", "site_id", "client_id", "inactive",
+        "isserviceaccount", "phonenumber", "mobilenumber", "title", "department", "login", "azureoid",
+        "activedirectory_guid", "other1",
+    )  # fmt: skip
+    required = ("name", "site_id")
+    created_field = "datecreated"
+
+    def prepare(
+        self, conn: Connection, records: Sequence[Mapping[str, Any]], *, default_site: int | None = None
+    ) -> list[dict | RecordError]:
+        """Resolve sites and clients for the batch, build missing display names, coerce values."""
+        resolved = resolve_site(conn, [_with_name(r) for r in records], default_site)
+        return [r if isinstance(r, RecordError) else self._try(self.coerce, r) for r in resolved]
+
+
+def _with_name(record: Mapping[str, Any]) -> dict:
+    # Halo shows `name`; directories often give only first and last names.
+    record = dict(record)
+    if not record.get("name"):
+        parts = [str(record.get(k) or "").strip() for k in ("firstname", "surname")]
+        record["name"] = " ".join(p for p in parts if p) or None
+    return record
+
+
+users_repo = UserRepository()
