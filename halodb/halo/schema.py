@@ -25,7 +25,6 @@ from sqlalchemy import (
     SmallInteger,
     Table,
     Unicode,
-    UnicodeText,
 )
 
 metadata = MetaData()
@@ -224,7 +223,7 @@ sqlimport = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),  # [C-api]
     _text("name", "name"),  # [I]
     _text("table", "table", 50),  # [C-api] the Halo entity: users, device or area
-    Column("sql", UnicodeText, key="sql"),  # [C-api]
+    Column("sql", Unicode(), key="sql"),  # [C-api] NVARCHAR(max)
     _text("keyfield", "keyfield", 100),  # [C-api]
     Column("defaultsite", Integer, key="defaultsite"),  # [C-api]
     _flag("updateonly", "updateonly"),  # [C-api]

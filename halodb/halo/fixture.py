@@ -1,0 +1,33 @@
+"""A Halo fixture database for the demo and the tests - never used against a real Halo.
+
+Creates the schema subset and the rows every Halo installation has: the control row, the
+"Unassigned" pseudo-agent, and an API-only agent for the integrator to act as.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection, Engine
+
+from halodb.halo.agents import UNASSIGNED
+from halodb.halo.schema import control, create_fixture_schema, uname
+
+INTEGRATOR_AGENT = 2
+
+
+def create_halo_fixture(engine: Engine, *, halo_url: str = "https://halo.example.com") -> None:
+    """An empty Halo: schema, control row, Unassigned agent, integrator agent (id 2)."""
+    create_fixture_schema(engine)
+    with engine.begin() as conn:
+        seed(conn, halo_url=halo_url)
+
+
+def seed(conn: Connection, *, halo_url: str) -> None:
+    conn.execute(
+        insert(uname),
+        [
+            {"id": UNASSIGNED, "name": "Unassigned", "isdisabled": False, "isapiagent": False},
+            {"id": INTEGRATOR_AGENT, "name": "Halo Integrator", "email": None, "isdisabled": False, "isapiagent": True},
+        ],
+    )
+    conn.execute(insert(control).values(id=1, loginas_halointegrator=INTEGRATOR_AGENT, halo_url=halo_url))

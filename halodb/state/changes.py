@@ -1,0 +1,46 @@
+"""The change set: per run, per record, per field, old -> new. ``--dry-run`` fills it and rolls back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
+
+from halodb.state.tables import change
+
+_MAX = 4000
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create, update, deactivate, reactivate, adopt
+    halo_table: str
+    halo_id: int | None
+    source_key: str
+    field: str | None = None
+    old: Any = None
+    new: Any = None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)[:_MAX]
+
+
+def write(conn: Connection, run_id: int, changes: Sequence[Change]) -> None:
+    """Store one batch of changes."""
+    if changes:
+        conn.execute(
+            insert(change),
+            [{"run_id": run_id, "action": c.action, "halo_table": c.halo_table, "halo_id": c.halo_id,
+              "source_key": c.source_key, "field": c.field, "old_value": _text(c.old), "new_value": _text(c.new)}
+             for c in changes],
+        )  # fmt: skip
+
+
+def of_run(conn: Connection, run_id: int) -> list[Change]:
+    """The change set of one entity run."""
+    rows = conn.execute(select(change).where(change.c.run_id == run_id).order_by(change.c.id)).mappings()
+    return [Change(r["action"], r["halo_table"], r["halo_id"], r["source_key"], r["field"], r["old_value"], r["new_value"]) for r in rows]

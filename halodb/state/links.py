@@ -1,0 +1,115 @@
+"""Links: which Halo record each source record became, with its row hash and presence history.
+
+A link is the memory that makes re-runs cheap (an unchanged hash means nothing to do) and
+deactivation safe (a record is deactivated only after it was missing for N complete runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from halodb.halo.repository import chunks
+from halodb.state.scope import Scope
+from halodb.state.tables import link
+
+
+@dataclass(frozen=True)
+class Link:
+    id: int
+    source_key: str
+    halo_id: int
+    row_hash: str
+    missed_runs: int
+    deactivated: bool
+
+
+_COLUMNS = (link.c.id, link.c.source_key, link.c.halo_id, link.c.row_hash, link.c.missed_runs, link.c.deactivated)
+
+
+def lookup(conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, Link]:
+    """Links of ``keys`` in ``scope``, by source key."""
+    out: dict[str, Link] = {}
+    for part in chunks(sorted(set(keys))):
+        rows = conn.execute(select(*_COLUMNS).where(scope.where(link), link.c.source_key.in_(part)))
+        out.update((r.source_key, Link(*r)) for r in rows)
+    return out
+
+
+def claimed(conn: Connection, scope: Scope, halo_ids: Iterable[int]) -> set[int]:
+    """Which of ``halo_ids`` some source record of ``scope`` is already linked to."""
+    out: set[int] = set()
+    for part in chunks(sorted(set(halo_ids))):
+        out.update(conn.execute(select(link.c.halo_id).where(scope.where(link), link.c.halo_id.in_(part))).scalars())
+    return out
+
+
+def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], run_id: int) -> None:
+    """New links from (source key, Halo id, row hash)."""
+    if rows:
+        conn.execute(
+            insert(link),
+            [
+                {**scope.values(), "source_key": key, "halo_id": halo_id, "row_hash": row_hash,
+                 "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False}
+                for key, halo_id, row_hash in rows
+            ],
+        )  # fmt: skip
+
+
+def refresh(conn: Connection, rows: Sequence[tuple[int, str]], run_id: int) -> None:
+    """Seen in this run with a new row hash (and active again): (link id, row hash)."""
+    if rows:
+        stmt = (
+            update(link)
+            .where(link.c.id == bindparam("_id"))
+            .values(row_hash=bindparam("_hash"), last_seen_run=run_id, missed_runs=0, deactivated=False)
+        )
+        conn.execute(stmt, [{"_id": i, "_hash": h} for i, h in rows])
+
+
+def touch(conn: Connection, link_ids: Sequence[int], run_id: int) -> None:
+    """Seen in this run, nothing else changed."""
+    for part in chunks(sorted(link_ids)):
+        conn.execute(update(link).where(link.c.id.in_(part)).values(last_seen_run=run_id, missed_runs=0))
+
+
+def _missing(scope: Scope, run_id: int):
+    return (scope.where(link), link.c.deactivated == False, link.c.last_seen_run < run_id)  # noqa: E712
+
+
+def count_missing(conn: Connection, scope: Scope, run_id: int) -> int:
+    """Active links of ``scope`` that this run's (complete) read did not see."""
+    return conn.execute(select(func.count()).select_from(link).where(*_missing(scope, run_id))).scalar_one()
+
+
+def count_active(conn: Connection, scope: Scope) -> int:
+    """Links of ``scope`` whose Halo record halodb has not deactivated."""
+    stmt = select(func.count()).select_from(link).where(scope.where(link), link.c.deactivated == False)  # noqa: E712
+    return conn.execute(stmt).scalar_one()
+
+
+def bump_missed(conn: Connection, scope: Scope, run_id: int) -> None:
+    """Count one more complete run in which each missing record was absent."""
+    conn.execute(update(link).where(*_missing(scope, run_id)).values(missed_runs=link.c.missed_runs + 1))
+
+
+def due(conn: Connection, scope: Scope, run_id: int, threshold: int) -> list[Link]:
+    """Missing links that have now been absent for ``threshold`` complete runs."""
+    stmt = select(*_COLUMNS).where(*_missing(scope, run_id), link.c.missed_runs >= threshold).order_by(link.c.id)
+    return [Link(*r) for r in conn.execute(stmt)]
+
+
+def mark_deactivated(conn: Connection, link_ids: Sequence[int]) -> None:
+    """Remember that halodb deactivated these records (so it may reactivate them)."""
+    for part in chunks(sorted(link_ids)):
+        conn.execute(update(link).where(link.c.id.in_(part)).values(deactivated=True))
+
+
+def forget(conn: Connection, link_ids: Sequence[int]) -> None:
+    """Drop links whose Halo record no longer exists (deleted outside halodb)."""
+    for part in chunks(sorted(link_ids)):
+        conn.execute(delete(link).where(link.c.id.in_(part)))

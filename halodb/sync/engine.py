@@ -1,0 +1,343 @@
+"""The sync engine: source records in, Halo records out, set-based and safe.
+
+For each entity: read the source → in batches: prepare (resolve and check each record), hash,
+look up links, adopt existing Halo records by match keys, insert new, update changed, leave
+unchanged ones alone, write links / audit / change rows, commit. After a read the source
+confirmed complete, records missing from it are deactivated - but only after N consecutive
+complete runs, and never more than the configured limits allow.
+
+Never a row at a time: every statement works on a whole batch (executemany or IN lists).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from halodb.errors import HalodbError, RecordError, TransientError
+from halodb.halo.repository import FieldChange, WriteContext, normalise_key
+from halodb.state import changes as change_log
+from halodb.state import cursors, links, quarantine, runs
+from halodb.state.changes import Change
+from halodb.state.tables import quarantine as quarantine_table
+from halodb.sync.entity import Entity, ReadContext, SourceRecord
+from halodb.sync.report import EntityReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The engine's knobs, from appsettings.json ``Sync``."""
+
+    batch_size: int = 2000
+    max_deactivations: int = 500
+    max_deactivation_percent: float = 10.0
+    deactivate_after_missed_runs: int = 2
+    batch_attempts: int = 4  # a batch hit by a transient database error is retried this often
+
+
+def utcnow() -> dt.datetime:
+    # Halo stores UTC without a zone; so do we.
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def row_hash(row: dict) -> str:
+    """A stable fingerprint of a prepared row: equal hashes mean nothing to write."""
+    text = json.dumps(row, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
+    it = iter(records)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+Progress = Callable[[EntityReport], None]
+
+
+class SyncEngine:
+    """Runs entities into one Halo database."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        instance: str,
+        agent_id: int | None,
+        limits: Limits = Limits(),
+        dry_run: bool = False,
+        confirm_deactivations: bool = False,
+        progress: Progress | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        is_transient: Callable[[BaseException], bool] = lambda exc: False,
+    ):
+        self.engine = engine
+        self.instance = instance
+        self.agent_id = agent_id
+        self.limits = limits
+        self.dry_run = dry_run
+        self.confirm_deactivations = confirm_deactivations
+        self.progress = progress or (lambda report: None)
+        self.clock = clock
+        self.is_transient = is_transient
+
+    # -- one entity ----------------------------------------------------------------------------
+
+    def run(self, entity: Entity) -> EntityReport:
+        """Sync one entity; never raises for a failure of the entity itself (see the report)."""
+        report = EntityReport(entity.integration, entity.connection, entity.name, entity.label)
+        started = time.monotonic()
+        # The run row commits on its own, so `halodb status` sees a run while it is going.
+        with self.engine.begin() as conn:
+            report.run_id = runs.start(conn, self.instance, entity.scope, self.clock(), dry_run=self.dry_run)
+        try:
+            with self.engine.connect() as conn:
+                try:
+                    self._sync(conn, entity, report)
+                finally:
+                    if self.dry_run:
+                        conn.rollback()
+        except (HalodbError, DBAPIError, OSError, ValueError) as err:
+            report.status = "failed"
+            report.error = one_line(err)
+            log.error("%s failed: %s", entity.label, report.error)
+        report.seconds = round(time.monotonic() - started, 3)
+        with self.engine.begin() as conn:
+            runs.finish(conn, report.run_id, self.clock(), report.status, report.counters(), report.error)
+        return report
+
+    def _sync(self, conn: Connection, entity: Entity, report: EntityReport) -> None:
+        scope = entity.scope
+        ctx = ReadContext(cursors.get(conn, scope))
+        waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
+        for batch in batched(entity.read(ctx), self.limits.batch_size):
+            self._with_retry(conn, lambda: self._batch(conn, entity, report, batch, waiting))
+            self.progress(report)
+        report.complete = ctx.incomplete_reason is None
+        if report.complete and entity.deactivate:
+            self._deactivate(conn, entity, report)
+        elif not report.complete:
+            log.info("%s: read incomplete (%s); nothing deactivated", entity.label, ctx.incomplete_reason)
+        if ctx.new_cursor is not None:
+            cursors.put(conn, scope, ctx.new_cursor, self.clock())
+        self._commit(conn)
+
+    def _commit(self, conn: Connection) -> None:
+        if not self.dry_run:
+            conn.commit()
+
+    def _with_retry(self, conn: Connection, work: Callable[[], None]) -> None:
+        """Run one batch; on a transient database error roll it back and run it again."""
+        for attempt in range(1, self.limits.batch_attempts + 1):
+            try:
+                work()
+                self._commit(conn)
+                return
+            except DBAPIError as err:
+                conn.rollback()
+                if self.dry_run or not self.is_transient(err) or attempt == self.limits.batch_attempts:
+                    if self.is_transient(err):
+                        raise TransientError(f"database kept failing after {attempt} attempts: {one_line(err)}") from err
+                    raise
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+                log.warning("transient database error (attempt %d), retrying in %.1fs: %s", attempt, delay, one_line(err))
+                time.sleep(delay)
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def _batch(self, conn: Connection, entity: Entity, report: EntityReport, batch: list[SourceRecord], waiting: set[str]) -> None:
+        repo, scope = entity.repository, entity.scope
+        wctx = WriteContext(self.agent_id, self.clock())
+        bad: list[tuple[SourceRecord, str]] = []
+        unique: dict[str, SourceRecord] = {}
+        for record in batch:
+            if record.key in unique:
+                bad.append((record, f"duplicate source key {record.key!r} in the same batch"))
+            else:
+                unique[record.key] = record
+        records = list(unique.values())
+        prepared = repo.prepare(conn, [r.fields for r in records], **entity.prepare_options)
+        good: list[tuple[SourceRecord, dict, str]] = []
+        for record, row in zip(records, prepared):
+            if isinstance(row, RecordError):
+                bad.append((record, str(row)))
+            else:
+                good.append((record, row, row_hash(row)))
+
+        known = links.lookup(conn, scope, [r.key for r, _, _ in good] + [r.key for r, _ in bad])
+        adopted, ambiguous = self._adopt(conn, entity, [g for g in good if g[0].key not in known])
+        bad.extend(ambiguous)
+        ambiguous_keys = {r.key for r, _ in ambiguous}
+
+        touched: list[int] = []
+        check: list[tuple[SourceRecord, dict, str, links.Link | None, int]] = []
+        new: list[tuple[SourceRecord, dict, str]] = []
+        for record, row, digest in good:
+            link = known.get(record.key)
+            if link is not None:
+                if link.row_hash == digest and not link.deactivated:
+                    touched.append(link.id)
+                    report.unchanged += 1
+                else:
+                    check.append((record, row, digest, link, link.halo_id))
+            elif record.key in adopted:
+                check.append((record, row, digest, None, adopted[record.key]))
+            elif record.key not in ambiguous_keys:
+                new.append((record, row, digest))
+
+        stored = repo.current(conn, [c[4] for c in check])
+        updates: list[tuple[int, list[FieldChange]]] = []
+        new_links: list[tuple[str, int, str]] = []
+        refreshed: list[tuple[int, str]] = []
+        forgotten: list[int] = []
+        log_rows: list[Change] = []
+        table = repo.audit_name
+        for record, row, digest, link, halo_id in check:
+            current = stored.get(halo_id)
+            if current is None:  # the Halo record was deleted outside halodb: create it again
+                forgotten.append(link.id)
+                new.append((record, row, digest))
+                continue
+            if repo.is_locked(current):
+                report.locked += 1
+                if link is not None:
+                    touched.append(link.id)  # seen, but keep the old hash so it is tried again
+                else:
+                    new_links.append((record.key, halo_id, ""))
+                continue
+            diff = repo.diff(current, row)
+            if diff:
+                updates.append((halo_id, diff))
+                report.updated += 1
+                action = "reactivate" if link is not None and link.deactivated else "update"
+                log_rows.extend(Change(action, table, halo_id, record.key, c.field, c.old, c.new) for c in diff)
+            else:
+                report.unchanged += 1
+            if link is None:
+                new_links.append((record.key, halo_id, digest))
+                log_rows.append(Change("adopt", table, halo_id, record.key))
+            else:
+                refreshed.append((link.id, digest))
+
+        if forgotten:
+            links.forget(conn, forgotten)
+        if new and entity.create:
+            ids = repo.insert(conn, [row for _, row, _ in new], wctx)
+            for (record, row, digest), halo_id in zip(new, ids):
+                new_links.append((record.key, halo_id, digest))
+                log_rows.append(Change("create", table, halo_id, record.key, None, None, _summary(row)))
+            report.created += len(ids)
+        elif new:
+            report.skipped += len(new)
+        repo.update(conn, updates, wctx)
+
+        touched.extend(known[r.key].id for r, _ in bad if r.key in known)  # present, just not usable
+        links.add(conn, scope, new_links, report.run_id)
+        links.refresh(conn, refreshed, report.run_id)
+        links.touch(conn, touched, report.run_id)
+        if bad:
+            quarantine.put(conn, scope, report.run_id, [(r.key, reason, r.fields) for r, reason in bad])
+            report.add_quarantine([(r.key, reason) for r, reason in bad])
+            for r, reason in bad:
+                log.warning("%s: quarantined %s: %s", entity.label, r.key, reason)
+        released = waiting.intersection(r.key for r, _, _ in good if r.key not in ambiguous_keys)
+        if released:
+            quarantine.release(conn, scope, released)
+            waiting.difference_update(released)
+        change_log.write(conn, report.run_id, log_rows)
+        report.add_changes(log_rows)
+        report.fetched += len(batch)
+
+    def _adopt(self, conn: Connection, entity: Entity, unlinked: list[tuple[SourceRecord, dict, str]]):
+        """Existing Halo records that unlinked source records should take over, by match keys in
+        order. A match that is ambiguous (several Halo records) is quarantined, never guessed."""
+        repo, adopted, ambiguous, taken = entity.repository, {}, [], set()
+        pending = unlinked
+        for fields in entity.match_fields:
+            if not pending:
+                break
+            wanted = {r.key: tuple(row.get(f) for f in fields) for r, row, _ in pending}
+            found = repo.find(conn, fields, wanted.values())
+            claimed = links.claimed(conn, entity.scope, {i for ids in found.values() for i in ids})
+            still = []
+            for record, row, digest in pending:
+                ids = [i for i in found.get(tuple(normalise_key(v) for v in wanted[record.key]), ()) if i not in claimed and i not in taken]
+                if len(ids) == 1:
+                    adopted[record.key] = ids[0]
+                    taken.add(ids[0])
+                elif len(ids) > 1:
+                    names = "+".join(fields)
+                    ambiguous.append((record, f"matches {len(ids)} Halo records by {names} (ids {', '.join(map(str, sorted(ids)))})"))
+                else:
+                    still.append((record, row, digest))
+            pending = still
+        return adopted, ambiguous
+
+    # -- deactivation --------------------------------------------------------------------------
+
+    def _deactivate(self, conn: Connection, entity: Entity, report: EntityReport) -> None:
+        repo, scope, limits = entity.repository, entity.scope, self.limits
+        missing = links.count_missing(conn, scope, report.run_id)
+        if not missing:
+            return
+        active = links.count_active(conn, scope)
+        percent = 100.0 * missing / active if active else 100.0
+        if not self.confirm_deactivations and (missing > limits.max_deactivations or percent > limits.max_deactivation_percent):
+            # A source that suddenly shrinks is far more often broken than right: hold every
+            # deactivation back and make a person look, instead of emptying Halo.
+            report.held_back = missing
+            report.status = "held-back"
+            report.error = (
+                f"{missing} of {active} {entity.name.lower()} ({percent:.0f}%) are missing from the source; "
+                f"deactivation held back (limits: {limits.max_deactivations} records or "
+                f"{limits.max_deactivation_percent:g}%). Check the source, then run "
+                f"'halodb run --integration {entity.integration} --confirm-deactivations'"
+            )
+            log.warning("%s: %s", entity.label, report.error)
+            return
+        links.bump_missed(conn, scope, report.run_id)
+        due = links.due(conn, scope, report.run_id, limits.deactivate_after_missed_runs)
+        stored = repo.current(conn, [d.halo_id for d in due])
+        wctx = WriteContext(self.agent_id, self.clock())
+        to_close, done = [], []
+        for d in due:
+            current = stored.get(d.halo_id)
+            if current is not None and repo.is_locked(current):
+                report.locked += 1
+                continue
+            done.append(d.id)
+            if current is not None and not current.get(repo.inactive_field):
+                to_close.append(d)
+        repo.set_inactive(conn, [d.halo_id for d in to_close], True, wctx)
+        links.mark_deactivated(conn, done)
+        log_rows = [Change("deactivate", repo.audit_name, d.halo_id, d.source_key, repo.inactive_field, False, True) for d in to_close]
+        change_log.write(conn, report.run_id, log_rows)
+        report.add_changes(log_rows)
+        report.deactivated += len(to_close)
+
+
+def _summary(row: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "", False))[:4000]
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: the first line of its message, without driver noise."""
+    if isinstance(err, DBAPIError) and err.orig is not None:
+        text = str(err.orig)
+    else:
+        text = str(err)
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return first[:1000]

@@ -1,0 +1,69 @@
+"""What an integration declares: its entities, how to read them, and how they match Halo.
+
+Integrations declare; the engine (``halodb.sync.engine``) runs the loop. An integration never
+writes SQL and never touches a Halo table directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from halodb.halo.repository import Repository
+from halodb.state.scope import Scope
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record from a source: a stable key and its values under Halo API field names."""
+
+    key: str
+    fields: dict[str, Any]
+
+
+class ReadContext:
+    """Handed to a source's ``read``: the stored position, and what the read reports back."""
+
+    def __init__(self, cursor: str | None):
+        self.cursor = cursor
+        self.new_cursor: str | None = None
+        self.incomplete_reason: str | None = None
+
+    def mark_incomplete(self, reason: str) -> None:
+        """This read did not see every record (a size limit, a partial delta): deactivate nothing."""
+        self.incomplete_reason = reason
+
+    def set_cursor(self, position: str) -> None:
+        """Where the next run should resume; stored in the transaction of the last batch."""
+        self.new_cursor = position
+
+
+#: Called with (connection, time of success or None, error or None) to record a connection's
+#: own Last Sync / Last Error in Halo, for integrations that keep one per connection.
+ResultRecorder = Callable[[Connection, "dt.datetime | None", "str | None"], None]
+
+
+@dataclass
+class Entity:
+    """One stream of records into one Halo entity."""
+
+    integration: str  # as in appsettings.json: "SqlImport"
+    connection: str  # which configured connection: an id or a file name
+    name: str  # as in appsettings.json: "Users"
+    label: str  # how a person names it: "SQL import 'HR users'"
+    repository: Repository
+    read: Callable[[ReadContext], Iterable[SourceRecord]]
+    #: Halo fields tried in order to adopt an existing Halo record instead of creating a duplicate.
+    match_fields: Sequence[tuple[str, ...]] = ()
+    create: bool = True  # False for update-only imports
+    deactivate: bool = True  # False when the connection says never remove
+    prepare_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"default_site": 12}
+    record_result: ResultRecorder | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.integration, self.connection, self.name)

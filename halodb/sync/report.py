@@ -1,0 +1,84 @@
+"""The run report: what each entity run did, for the CLI to print and tests to assert on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+
+from halodb.state.changes import Change
+
+#: How many changes and quarantined records a report keeps in memory for display.
+SHOWN = 200
+
+COUNTERS = ("fetched", "created", "updated", "unchanged", "deactivated", "held_back", "quarantined", "locked", "skipped")
+
+
+@dataclass
+class EntityReport:
+    integration: str
+    connection: str
+    entity: str
+    label: str
+    status: str = "ok"  # ok, failed, held-back, skipped
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deactivated: int = 0
+    held_back: int = 0
+    quarantined: int = 0
+    locked: int = 0  # left alone because Halo marks them locked
+    skipped: int = 0  # new records an update-only import did not create
+    complete: bool = False
+    error: str | None = None
+    seconds: float = 0.0
+    run_id: int | None = None
+    changes: list[Change] = field(default_factory=list)
+    changes_total: int = 0
+    quarantine: list[tuple[str, str]] = field(default_factory=list)
+
+    def add_changes(self, changes: list[Change]) -> None:
+        room = SHOWN - len(self.changes)
+        if room > 0:
+            self.changes.extend(changes[:room])
+        self.changes_total += len(changes)
+
+    def add_quarantine(self, items: list[tuple[str, str]]) -> None:
+        room = SHOWN - len(self.quarantine)
+        if room > 0:
+            self.quarantine.extend(items[:room])
+        self.quarantined += len(items)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "held-back")
+
+    def counters(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in COUNTERS}
+
+
+@dataclass
+class RunReport:
+    instance: str
+    started: dt.datetime
+    dry_run: bool = False
+    finished: dt.datetime | None = None
+    entities: list[EntityReport] = field(default_factory=list)
+    #: Integrations or entities not run, with the reason (disabled in Halo, excluded, locked...).
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything ran, 1 when an integration failed or held deactivations back."""
+        return 1 if any(e.failed for e in self.entities) else 0
+
+    def total(self, counter: str) -> int:
+        return sum(getattr(e, counter) for e in self.entities)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready form (``--json``)."""
+        out = asdict(self)
+        out["exit_code"] = self.exit_code
+        for e in out["entities"]:
+            e["changes"] = [asdict(c) if not isinstance(c, dict) else c for c in e["changes"]]
+        return out
