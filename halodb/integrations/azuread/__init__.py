@@ -1,0 +1,1 @@
+"""Azure AD (Microsoft Entra ID) integration: Microsoft Graph users into Halo."""

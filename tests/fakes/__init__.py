@@ -1,0 +1,1 @@
+"""Local fakes of the systems halodb integrates with (Graph, directories), for tests."""
