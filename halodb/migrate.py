@@ -22,7 +22,7 @@ SCRIPT_LOCATION = str(Path(halodb.migrations.__file__).parent)
 
 
 def _config(connection: Connection | None = None, url: str | None = None, output=None) -> Config:
-    cfg = Config(stdout=output or io.StringIO())
+    cfg = Config(output_buffer=output or io.StringIO())
     cfg.set_main_option("script_location", SCRIPT_LOCATION)
     if url:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # ConfigParser interpolation

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from halodb.halo.repository import Repository
+from halodb.halo.repository import Repository, keyed
 from halodb.halo.schema import uname
 
 UNASSIGNED = 1
@@ -31,7 +31,7 @@ class AgentRepository(Repository):
 
     def get(self, conn: Connection, agent_id: int) -> Agent | None:
         """One agent by id, or None."""
-        row = conn.execute(select(uname).where(uname.c.id == agent_id)).mappings().first()
+        row = conn.execute(select(*keyed(*uname.c)).where(uname.c.id == agent_id)).mappings().first()
         if row is None:
             return None
         return Agent(row["id"], row["name"], row["email"], bool(row["isapiagent"]), bool(row["isdisabled"]))

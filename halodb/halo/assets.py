@@ -57,6 +57,8 @@ class AssetRepository(Repository):
             for name, value in values.items():
                 name = name[len(FIELD_PREFIX) :] if name.startswith(FIELD_PREFIX) else name
                 if normalise_key(name) not in type_slots:
+                    if value in (None, ""):
+                        continue  # a shared sheet leaves other types' columns empty
                     raise RecordError(f"asset type {row['assettype_id']} has no field {name!r}")
                 canonical = type_slots[normalise_key(name)][1]
                 text = None if value in (None, "") else str(value).strip()
@@ -131,7 +133,7 @@ class AssetRepository(Repository):
         stored = self.current(conn, [i for i, _ in changes])
         moved = [(i, next(c.new for c in cs if c.field == "site_id")) for i, cs in changes if any(c.field == "site_id" for c in cs)]
         if moved:
-            self._move(conn, moved, stored)
+            self._move(conn, moved, stored, ctx.now)
         base = [(i, [c for c in cs if not c.field.startswith(FIELD_PREFIX) and c.field != "site_id"]) for i, cs in changes]
         super().update(conn, base, ctx)
         values = []
@@ -141,6 +143,10 @@ class AssetRepository(Repository):
                 s = stored[halo_id]
                 values.append((s["site_id"], s["devnum"], s["assettype_id"], fv))
         self._write_values(conn, values, replace=True)
+        # Value-only changes update no device column; Halo's rule still wants the stamp.
+        values_only = [i for i, cs in changes if cs and all(c.field.startswith(FIELD_PREFIX) for c in cs)]
+        for part in chunks(values_only):
+            conn.execute(update(device).where(device.c.id.in_(part)).values(lastupdate=ctx.now))
         audit.write(conn, [
             audit.row(self.audit_name, i, c.field, c.old, c.new, ctx)
             for i, cs in changes for c in cs if c.field.startswith(FIELD_PREFIX) or c.field == "site_id"
@@ -156,7 +162,7 @@ class AssetRepository(Repository):
                 out[site_id] = (top or 0) + 1
         return out
 
-    def _move(self, conn: Connection, moved: list[tuple[int, int]], stored: dict[int, dict]) -> None:
+    def _move(self, conn: Connection, moved: list[tuple[int, int]], stored: dict[int, dict], now) -> None:
         # Field values are keyed by (site, device number): renumber the device in its new site
         # and carry its info rows along, so nothing is orphaned.
         next_num = self._next_devnums(conn, {site for _, site in moved})
@@ -169,7 +175,7 @@ class AssetRepository(Repository):
             info_params.append({"_os": old["site_id"], "_on": old["devnum"], "_site": new_site, "_num": num})
             old["site_id"], old["devnum"] = new_site, num
         conn.execute(
-            update(device).where(device.c.id == bindparam("_id")).values(site_id=bindparam("_site"), devnum=bindparam("_num")),
+            update(device).where(device.c.id == bindparam("_id")).values(site_id=bindparam("_site"), devnum=bindparam("_num"), lastupdate=now),
             dev_params,
         )
         conn.execute(

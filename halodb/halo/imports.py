@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Table, select, update
 from sqlalchemy.engine import Connection
 
+from halodb.halo.repository import keyed
 from halodb.halo.schema import importcsv, sqlimport
 
 _ERROR_LENGTH = 4000
@@ -19,13 +20,13 @@ SQL_IMPORT_TABLES = {"users": "Users", "device": "Assets", "area": "Clients"}
 
 def sql_imports(conn: Connection) -> list[dict[str, Any]]:
     """Every SQL import enabled for the integrator, oldest first."""
-    stmt = select(sqlimport).where(sqlimport.c.integrator_enabled == True).order_by(sqlimport.c.id)  # noqa: E712
+    stmt = select(*keyed(*sqlimport.c)).where(sqlimport.c.integrator_enabled == True).order_by(sqlimport.c.id)  # noqa: E712
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
 def spreadsheet_imports(conn: Connection) -> list[dict[str, Any]]:
     """Every scheduled spreadsheet import enabled for the integrator, oldest first."""
-    stmt = select(importcsv).where(importcsv.c.integrator_enabled == True).order_by(importcsv.c.id)  # noqa: E712
+    stmt = select(*keyed(*importcsv.c)).where(importcsv.c.integrator_enabled == True).order_by(importcsv.c.id)  # noqa: E712
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 

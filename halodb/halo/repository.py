@@ -30,6 +30,11 @@ from halodb.halo import audit
 IN_LIST_LIMIT = 2000
 
 
+def keyed(*columns) -> list:
+    """Columns labelled with their readable keys, so result rows say ``emailaddress``, not ``uemail``."""
+    return [c.label(c.key) for c in columns]
+
+
 def chunks(items: Sequence, size: int = IN_LIST_LIMIT) -> Iterator[Sequence]:
     """Slices of ``items`` no longer than ``size``."""
     for start in range(0, len(items), size):
@@ -89,7 +94,7 @@ class Repository:
         cols = [self.table.c.id] + [self.table.c[f] for f in self._read_fields()]
         out: dict[int, dict[str, Any]] = {}
         for part in chunks(list(ids)):
-            for row in conn.execute(select(*cols).where(self.table.c.id.in_(part))).mappings():
+            for row in conn.execute(select(*keyed(*cols)).where(self.table.c.id.in_(part))).mappings():
                 values = dict(row)
                 out[values.pop("id")] = values
         return out
@@ -158,7 +163,10 @@ class Repository:
             return []
         stamped = [self._stamp(dict(r), ctx, created=True) for r in rows]
         keys = sorted({k for r in stamped for k in r})
-        params = [{k: r.get(k) for k in keys} for r in stamped]
+        # One statement needs one shape: a key some rows lack gets the column's default, never
+        # an explicit NULL that a NOT NULL flag would refuse.
+        defaults = {k: _scalar_default(self.table.c[k]) for k in keys}
+        params = [{k: r.get(k, defaults[k]) for k in keys} for r in stamped]
         stmt = insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
         return [row[0] for row in conn.execute(stmt, params)]
 
@@ -207,6 +215,11 @@ class Repository:
             for name, value in desired.items()
             if not same_value(stored.get(name), value)
         ]
+
+
+def _scalar_default(column) -> Any:
+    default = column.default
+    return default.arg if default is not None and default.is_scalar else None
 
 
 # -- value conversion ---------------------------------------------------------------------------

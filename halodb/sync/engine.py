@@ -164,7 +164,9 @@ class SyncEngine:
         bad: list[tuple[SourceRecord, str]] = []
         unique: dict[str, SourceRecord] = {}
         for record in batch:
-            if record.key in unique:
+            if record.error:
+                bad.append((record, record.error))
+            elif record.key in unique:
                 bad.append((record, f"duplicate source key {record.key!r} in the same batch"))
             else:
                 unique[record.key] = record
@@ -218,7 +220,8 @@ class SyncEngine:
                 else:
                     new_links.append((record.key, halo_id, ""))
                 continue
-            diff = repo.diff(current, row)
+            desired = {k: v for k, v in row.items() if k not in entity.create_only}
+            diff = repo.diff(current, desired)
             if diff:
                 updates.append((halo_id, diff))
                 report.updated += 1

@@ -23,6 +23,8 @@ class SourceRecord:
 
     key: str
     fields: dict[str, Any]
+    #: Set by a source that knows the record is unusable (no key, unreadable row): quarantined.
+    error: str | None = None
 
 
 class ReadContext:
@@ -62,8 +64,20 @@ class Entity:
     create: bool = True  # False for update-only imports
     deactivate: bool = True  # False when the connection says never remove
     prepare_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"default_site": 12}
+    #: Fields written when a record is created but never changed afterwards (e.g. "dontupdatesite").
+    create_only: tuple[str, ...] = ()
     record_result: ResultRecorder | None = None
 
     @property
     def scope(self) -> Scope:
         return Scope(self.integration, self.connection, self.name)
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """An entity the integration has but Halo excludes from the integrator; never run."""
+
+    integration: str
+    name: str
+    label: str
+    reason: str

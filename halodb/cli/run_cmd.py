@@ -1,0 +1,106 @@
+"""``halodb AUTO``, ``halodb run``, ``halodb validate``, ``halodb integrations``."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from halodb import logs, runner
+from halodb.cli import main
+from halodb.cli.output import as_json, integrations_table, run_report, validation_report
+from halodb.config import load_settings
+from halodb.database import engine_from_settings
+from halodb.validate import integration_rows, validate
+
+config_option = click.option(
+    "--config", "config_path", default="appsettings.json", show_default=True, type=click.Path(dir_okay=True),
+    help="The appsettings.json of this instance.",
+)  # fmt: skip
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A rich progress line per entity on a terminal; nothing at all otherwise."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.fields[counts]}"), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(report):
+            if report.label not in tasks:
+                tasks[report.label] = bar.add_task(report.label, counts="")
+            bar.update(tasks[report.label], counts=f"{report.fetched} read, {report.created} created, {report.updated} updated")
+
+        yield update
+
+
+def _run(config_path: str, options: runner.RunOptions, as_json_output: bool, show_changes: int) -> None:
+    settings = load_settings(config_path)
+    log_file = logs.setup(settings, Path.cwd())
+    with _progress(sys.stderr.isatty() and not as_json_output) as progress:
+        report = runner.run(settings, options, progress=progress)
+    if as_json_output:
+        click.echo(as_json(report.to_dict()))
+    else:
+        click.echo(run_report(report, show_changes=show_changes))
+        click.echo(f"log: {log_file}")
+    sys.exit(report.exit_code)
+
+
+@main.command("AUTO")
+@click.argument("config_path", default="appsettings.json", required=False, type=click.Path(dir_okay=True))
+def auto(config_path: str) -> None:
+    """Run every integration due for this instance (for Task Scheduler, cron and systemd).
+
+    CONFIG_PATH defaults to ./appsettings.json; logs go to logs/ under the working directory.
+    """
+    _run(config_path, runner.RunOptions(), False, 0)
+
+
+main.add_command(auto, "auto")
+
+
+@main.command("run")
+@config_option
+@click.option("--integration", help="Only this integration (e.g. SqlImport).")
+@click.option("--entity", help="Only this entity (e.g. Users).")
+@click.option("--dry-run", is_flag=True, help="Compute and show every change, then roll it all back.")
+@click.option("--confirm-deactivations", is_flag=True, help="Deactivate even beyond MaxDeactivations / MaxDeactivationPercent.")
+@click.option("--json", "as_json_output", is_flag=True, help="Print the report as JSON.")
+def run_command(config_path, integration, entity, dry_run, confirm_deactivations, as_json_output) -> None:
+    """Run integrations by hand and show what changed."""
+    options = runner.RunOptions(integration=integration, entity=entity, dry_run=dry_run, confirm_deactivations=confirm_deactivations)
+    _run(config_path, options, as_json_output, 50 if dry_run else 0)
+
+
+@main.command("validate")
+@config_option
+@click.option("--json", "as_json_output", is_flag=True, help="Print the result as JSON.")
+def validate_command(config_path, as_json_output) -> None:
+    """Check the configuration, the connection, Halo's schema and the built-in API."""
+    result = validate(load_settings(config_path))
+    click.echo(as_json(result.to_dict()) if as_json_output else validation_report(result))
+    sys.exit(result.exit_code)
+
+
+@main.command("integrations")
+@config_option
+@click.option("--json", "as_json_output", is_flag=True, help="Print the table as JSON.")
+def integrations_command(config_path, as_json_output) -> None:
+    """Each integration: enabled in Halo, enabled here, Last Sync, Last Error."""
+    settings = load_settings(config_path)
+    engine = engine_from_settings(settings)
+    try:
+        runner.prepare_database(engine)
+        from halodb.validate import Validation
+
+        result = Validation(integrations=integration_rows(engine, settings))
+    finally:
+        engine.dispose()
+    click.echo(as_json(result.to_dict()["integrations"]) if as_json_output else integrations_table(result))
