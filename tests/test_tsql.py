@@ -11,9 +11,7 @@ until the scenario drives it (or it is allow-listed with a reason).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import re
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from halodb.database import connect_check, engine_for_url
 from halodb.halo import REPOSITORIES, imports
 from halodb.halo import settings as halo_settings
 from halodb.halo.fixture import INTEGRATOR_AGENT, seed
-from halodb.halo.repository import Repository, WriteContext, chunks
+from halodb.halo.repository import Repository, WriteContext
 from halodb.halo.schema import area, create_fixture_schema, device, field, importcsv, info, site, sqlimport, typeinfo, users, xtype
 from halodb.state import changes as change_log
 from halodb.state import cursors, quarantine
@@ -235,34 +233,12 @@ def _rows(engine, table):
         return list(conn.execute(select(table)))
 
 
-def _current_by_key(self, conn, ids):
-    """``Repository.current`` with its result keyed by column *key* - the same SQL.
-
-    BUG WORKAROUND (halodb/halo/repository.py, ``Repository.current``): ``dict(row)`` of
-    ``select(*cols).mappings()`` is keyed by column *names* ("aarea", "uusername"), not the
-    API keys ("id", "name"), so ``values.pop("id")`` raises KeyError and every update,
-    adoption and deactivation fails. ``test_repository_current_keys_by_api_field`` (strict
-    xfail) shows it on the unpatched code; drop this patch once that test passes.
-    """
-    cols = [self.table.c.id] + [self.table.c[f] for f in self._read_fields()]
-    out = {}
-    for part in chunks(list(ids)):
-        for row in conn.execute(select(*cols).where(self.table.c.id.in_(part))):
-            values = dict(zip([c.key for c in cols], row))
-            out[values.pop("id")] = values
-    return out
-
-
-def _current_is_broken() -> bool:
+def _current_keys_by_api_field() -> bool:
     engine = create_engine("sqlite://")
     create_fixture_schema(engine)
     with engine.begin() as conn:
         conn.execute(insert(area), {"name": "x"})
-        try:
-            Repository.current(REPOSITORIES["Clients"], conn, [1])
-        except KeyError:
-            return True
-    return False
+        return Repository.current(REPOSITORIES["Clients"], conn, [1]) == {1: {"name": "x", "website": None, "toplevel_id": None, "inactive": False, "locked": False}}
 
 
 @pytest.fixture(scope="module")
@@ -270,9 +246,7 @@ def scenario(tmp_path_factory):
     engine = engine_for_url(f"sqlite:///{tmp_path_factory.mktemp('tsql') / 'halo.db'}")
     create_fixture_schema(engine)  # Halo's own DDL: never sent to a real Halo
     migrate.upgrade(engine)  # checked separately, from offline_sql for mssql
-    with pytest.MonkeyPatch.context() as mp, tsql.StatementRecorder(engine) as recorder:
-        if _current_is_broken():
-            mp.setattr(Repository, "current", _current_by_key)
+    with tsql.StatementRecorder(engine) as recorder:
         facts = run_scenario(engine)
     yield recorder, facts, engine
     engine.dispose()
@@ -317,12 +291,10 @@ def test_scenario_reached_every_path(scenario):
     assert facts["revision"] == facts["revision_after"] == migrate.head()
 
 
-@pytest.mark.xfail(strict=True, reason="Repository.current keys rows by column name (dict(row)); see _current_by_key")
 def test_repository_current_keys_by_api_field():
-    assert not _current_is_broken()
+    assert _current_keys_by_api_field()
 
 
-@pytest.mark.xfail(strict=True, reason="Repository.insert sends NULL for a NOT NULL flag some rows of the batch omit")
 def test_insert_batch_with_a_flag_in_some_rows():
     engine = create_engine("sqlite://")
     create_fixture_schema(engine)
@@ -333,7 +305,6 @@ def test_insert_batch_with_a_flag_in_some_rows():
         sites.insert(conn, rows, WriteContext(None, dt.datetime(2025, 1, 1)))
 
 
-@pytest.mark.xfail(strict=True, reason="AssetRepository.update never stamps dlastupdate for a site move or field-value-only change")
 def test_asset_move_and_field_change_stamp_lastupdate(scenario):
     _, facts, _ = scenario
     before, after = facts["devices_before"], facts["devices_after"]
@@ -451,17 +422,12 @@ def test_checker_narrow_forms():
 
 
 def _offline_sql() -> str:
-    """``migrate.offline_sql``; while it returns "" (see the xfail below) the DDL alembic printed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        sql = migrate.offline_sql(tsql.MSSQL_URL)
-    return sql or out.getvalue()
+    return migrate.offline_sql(tsql.MSSQL_URL)
 
 
-@pytest.mark.xfail(strict=True, reason="migrate._config passes the buffer as Config(stdout=...), not output_buffer=")
-def test_offline_sql_returns_the_ddl():
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert "CREATE TABLE halodb_link" in migrate.offline_sql(tsql.MSSQL_URL)
+def test_offline_sql_returns_the_ddl_and_prints_nothing(capsys):
+    assert "CREATE TABLE halodb_link" in migrate.offline_sql(tsql.MSSQL_URL)
+    assert capsys.readouterr().out == ""
 
 
 def test_migrations_offline_sql_is_tsql():

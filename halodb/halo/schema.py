@@ -22,7 +22,6 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
-    SmallInteger,
     Table,
     Unicode,
 )
