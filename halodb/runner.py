@@ -14,10 +14,11 @@ from sqlalchemy.engine import Engine
 
 from halodb import migrate
 from halodb.database import connect_check, engine_from_settings, is_transient
-from halodb.errors import HalodbError, SchemaMismatch, UsageError
+from halodb.errors import HalodbError, IntegrationFailed, SchemaMismatch, UsageError
 from halodb.halo import settings as halo_settings
 from halodb.halo.preflight import missing_schema
 from halodb.integrations import REGISTRY
+from halodb.state.locks import Lease, new_owner
 from halodb.sync.engine import Limits, Progress, SyncEngine, one_line, utcnow
 from halodb.sync.entity import Excluded
 from halodb.sync.report import EntityReport, RunReport
@@ -114,6 +115,7 @@ def run(settings, options: RunOptions = RunOptions(), *, progress: Progress | No
 
 def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list[str], report: RunReport, options: RunOptions) -> None:
     name = integration.name
+    owner = new_owner(report.instance)
     with engine.connect() as conn:
         state = halo_settings.integration_state(conn, name)
         if not state.enabled:
@@ -134,8 +136,18 @@ def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list
         if isinstance(item, Excluded):
             report.skipped.append((f"{name}/{item.name}", f"{item.label}: {item.reason}"))
             continue
+        lease = Lease(engine, str(item.scope), instance=report.instance, owner=owner, clock=utcnow)
+        holder = lease.acquire()
+        if holder is not None:
+            reason = f"locked by instance {holder.instance} since {holder.since:%Y-%m-%d %H:%M:%S} UTC"
+            report.skipped.append((item.label, reason))
+            log.info("%s: skipped, %s (%s)", item.label, reason, holder.owner)
+            continue
         log.info("%s: starting", item.label)
-        result = sync.run(item)
+        try:
+            result = sync.run(item, heartbeat=lambda: _renew(lease))
+        finally:
+            lease.release()
         log.info("%s: %s, %d fetched, %d created, %d updated, %d deactivated, %d quarantined in %.1fs",
                  item.label, result.status, result.fetched, result.created, result.updated,
                  result.deactivated, result.quarantined, result.seconds)  # fmt: skip
@@ -148,6 +160,11 @@ def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list
         return
     errors = [r.error for r in reports if r.failed and r.error]
     _record(engine, name, None if errors else utcnow(), "; ".join(errors) if errors else None, options)
+
+
+def _renew(lease: Lease) -> None:
+    if not lease.renew():
+        raise IntegrationFailed(f"lost the lock on {lease.name} (the lease expired and another instance took it)")
 
 
 def _record(engine: Engine, integration: str, success_at: dt.datetime | None, error: str | None, options: RunOptions) -> None:

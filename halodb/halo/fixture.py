@@ -23,11 +23,13 @@ def create_halo_fixture(engine: Engine, *, halo_url: str = "https://halo.example
 
 
 def seed(conn: Connection, *, halo_url: str) -> None:
-    conn.execute(
-        insert(uname),
-        [
-            {"id": UNASSIGNED, "name": "Unassigned", "isdisabled": False, "isapiagent": False},
-            {"id": INTEGRATOR_AGENT, "name": "Halo Integrator", "email": None, "isdisabled": False, "isapiagent": True},
-        ],
-    )
-    conn.execute(insert(control).values(id=1, loginas_halointegrator=INTEGRATOR_AGENT, halo_url=halo_url))
+    # No explicit ids: an identity column hands out 1 and 2 in an empty table on every backend,
+    # and PostgreSQL's sequence would otherwise not know those ids are taken.
+    def agent(name: str, api: bool) -> int:
+        values = {"name": name, "isdisabled": False, "isapiagent": api}
+        return conn.execute(insert(uname).returning(uname.c.id), values).scalar_one()
+
+    assert agent("Unassigned", False) == UNASSIGNED
+    integrator = agent("Halo Integrator", True)
+    assert integrator == INTEGRATOR_AGENT
+    conn.execute(insert(control).values(id=1, loginas_halointegrator=integrator, halo_url=halo_url))

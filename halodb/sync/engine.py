@@ -96,8 +96,10 @@ class SyncEngine:
 
     # -- one entity ----------------------------------------------------------------------------
 
-    def run(self, entity: Entity) -> EntityReport:
-        """Sync one entity; never raises for a failure of the entity itself (see the report)."""
+    def run(self, entity: Entity, heartbeat: Callable[[], None] | None = None) -> EntityReport:
+        """Sync one entity; never raises for a failure of the entity itself (see the report).
+
+        ``heartbeat`` is called after every committed batch (the runner renews its lease there)."""
         report = EntityReport(entity.integration, entity.connection, entity.name, entity.label)
         started = time.monotonic()
         # The run row commits on its own, so `halodb status` sees a run while it is going.
@@ -106,7 +108,7 @@ class SyncEngine:
         try:
             with self.engine.connect() as conn:
                 try:
-                    self._sync(conn, entity, report)
+                    self._sync(conn, entity, report, heartbeat or (lambda: None))
                 finally:
                     if self.dry_run:
                         conn.rollback()
@@ -119,12 +121,13 @@ class SyncEngine:
             runs.finish(conn, report.run_id, self.clock(), report.status, report.counters(), report.error)
         return report
 
-    def _sync(self, conn: Connection, entity: Entity, report: EntityReport) -> None:
+    def _sync(self, conn: Connection, entity: Entity, report: EntityReport, heartbeat: Callable[[], None]) -> None:
         scope = entity.scope
         ctx = ReadContext(cursors.get(conn, scope))
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         for batch in batched(entity.read(ctx), self.limits.batch_size):
             self._with_retry(conn, lambda: self._batch(conn, entity, report, batch, waiting))
+            heartbeat()
             self.progress(report)
         report.complete = ctx.incomplete_reason is None
         if report.complete and entity.deactivate:

@@ -1,0 +1,50 @@
+"""Several real ``halodb`` processes on one database at once: every record is created exactly
+once, nobody fails, and whoever finds an entity locked says so and moves on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from halodb import demo
+from halodb.database import engine_for_url
+from halodb.halo.schema import area, device, site, users
+
+pytestmark = pytest.mark.slow
+PROCESSES = 4
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_four_processes_create_everything_exactly_once(db_url, tmp_path):
+    url = None if db_url.startswith("sqlite") else db_url
+    config = demo.create(tmp_path / "demo", database_url=url)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "halodb", "run", "--config", str(config), "--json"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(PROCESSES)
+    ]  # fmt: skip
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    created = Counter()
+    for report in reports:
+        for entity in report["entities"]:
+            created[entity["label"]] += entity["created"]
+        assert all("locked by instance demo since" in reason for _, reason in report["skipped"])
+    assert created == {"spreadsheet 'Demo clients'": 2, "spreadsheet 'Demo sites'": 2, "spreadsheet 'Demo assets'": 7, "SQL import 'HR employees'": 11}
+    engine = engine_for_url(url or f"sqlite:///{Path(config).parent / 'halo.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(users)).scalar_one() == 12  # 11 + Ana, adopted
+        assert conn.execute(select(func.count(func.distinct(users.c.emailaddress)))).scalar_one() == 12
+        assert conn.execute(select(func.count()).select_from(device)).scalar_one() == 7
+        assert conn.execute(select(func.count()).select_from(area)).scalar_one() == 4
+        assert conn.execute(select(func.count()).select_from(site)).scalar_one() == 5
+    engine.dispose()
