@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select
 
 from halodb.halo import REPOSITORIES
+from halodb.halo.repository import keyed
 from halodb.halo.schema import area, site, users
 from halodb.sync.entity import Entity, SourceRecord
 
@@ -50,4 +51,4 @@ def users_entity(source, **kw) -> Entity:
 def halo_users(engine) -> dict[str, dict]:
     """Every Halo user by email."""
     with engine.connect() as conn:
-        return {r["emailaddress"]: dict(r) for r in conn.execute(select(users)).mappings()}
+        return {r["emailaddress"]: dict(r) for r in conn.execute(select(*keyed(*users.c))).mappings()}

@@ -107,7 +107,8 @@ class Repository:
             return {}
         first = self.table.c[fields[0]]
         probe = sorted({w[0] for w in wanted}, key=str)
-        first_expr = func.lower(first) if isinstance(probe[0], str) else first
+        # Both sides trimmed and lower-cased (LTRIM/RTRIM: SQL Server 2016 has no TRIM).
+        first_expr = func.lower(func.ltrim(func.rtrim(first))) if isinstance(probe[0], str) else first
         cols = [self.table.c.id] + [self.table.c[f] for f in fields]
         found: dict[tuple, list[int]] = defaultdict(list)
         for part in chunks(probe):

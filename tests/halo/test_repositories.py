@@ -359,11 +359,6 @@ def test_settings_round_trip(halo):
         assert conn.execute(select(func.count()).select_from(area)).scalar_one() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: halodb/halo/repository.py:110 Repository.find compares func.lower(column) without trimming the "
-    "stored value, so a Halo value stored with surrounding spaces is never found; fix: func.lower(func.trim(column))",
-)
 def test_find_trims_stored_values(halo):
     client_id, site_id = add_client_with_site(halo)
     with halo.begin() as conn:
