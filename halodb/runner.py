@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -18,7 +19,8 @@ from halodb.errors import HalodbError, IntegrationFailed, SchemaMismatch, UsageE
 from halodb.halo import settings as halo_settings
 from halodb.halo.preflight import missing_schema
 from halodb.integrations import REGISTRY
-from halodb.state.locks import Lease, new_owner
+from halodb.state import runs as run_log
+from halodb.state.locks import EntityLock, new_owner
 from halodb.sync.engine import Limits, Progress, SyncEngine, one_line, utcnow
 from halodb.sync.entity import Excluded
 from halodb.sync.report import EntityReport, RunReport
@@ -32,6 +34,10 @@ class RunOptions:
     entity: str | None = None
     dry_run: bool = False
     confirm_deactivations: bool = False
+    #: Wait this many seconds for an entity another instance holds; None = skip it at once.
+    wait: float | None = None
+    #: How long a lease outlives a run that stopped renewing it (SQLite's only crash guard).
+    lease_seconds: int = 600
 
 
 def instance_name(settings) -> str:
@@ -136,13 +142,18 @@ def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list
         if isinstance(item, Excluded):
             report.skipped.append((f"{name}/{item.name}", f"{item.label}: {item.reason}"))
             continue
-        lease = Lease(engine, str(item.scope), instance=report.instance, owner=owner, clock=utcnow)
-        holder = lease.acquire()
+        lease = EntityLock(engine, str(item.scope), instance=report.instance, owner=owner, clock=utcnow, ttl=lease_ttl(options))
+        holder = _acquire(lease, options)
         if holder is not None:
             reason = f"locked by instance {holder.instance} since {holder.since:%Y-%m-%d %H:%M:%S} UTC"
             report.skipped.append((item.label, reason))
+            if options.wait is not None:
+                report.lock_timeouts += 1
             log.info("%s: skipped, %s (%s)", item.label, reason, holder.owner)
             continue
+        with engine.begin() as conn:  # we hold the lock: any run still "running" here is dead
+            for dead in run_log.reap(conn, item.scope, utcnow(), f"the run stopped without finishing (killed or crashed); found by instance {report.instance}"):
+                log.warning("%s: run %d of instance %s (pid %s) died; marked failed", item.label, dead["id"], dead["instance"], dead["pid"])
         log.info("%s: starting", item.label)
         try:
             result = sync.run(item, heartbeat=lambda: _renew(lease))
@@ -162,7 +173,21 @@ def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list
     _record(engine, name, None if errors else utcnow(), "; ".join(errors) if errors else None, options)
 
 
-def _renew(lease: Lease) -> None:
+def lease_ttl(options: "RunOptions") -> dt.timedelta:
+    return dt.timedelta(seconds=options.lease_seconds)
+
+
+def _acquire(lease: EntityLock, options: "RunOptions"):
+    """Take the lock, waiting up to ``options.wait`` seconds for it if asked to."""
+    deadline = time.monotonic() + (options.wait or 0)
+    while True:
+        holder = lease.acquire()
+        if holder is None or time.monotonic() >= deadline:
+            return holder
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def _renew(lease: EntityLock) -> None:
     if not lease.renew():
         raise IntegrationFailed(f"lost the lock on {lease.name} (the lease expired and another instance took it)")
 

@@ -82,3 +82,23 @@ def validation_report(validation: Validation) -> str:
     out.append("")
     out.append("validation passed" if validation.ok else f"validation failed (exit code {validation.exit_code})")
     return "\n".join(out)
+
+
+def status_report(status) -> str:
+    """``halodb status`` as text."""
+    def when(value):
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+    out = ["instances: " + (", ".join(f"{name} (last run {when(seen)})" for name, seen in status.instances) or "none yet")]
+    if status.entities:
+        rows = [(e.scope, e.instance, when(e.last_run), e.last_status, when(e.last_success), e.changed,
+                 "STALE" if e.stale else "", e.last_error or "") for e in status.entities]  # fmt: skip
+        out.append(table(("entity", "instance", "last run (UTC)", "status", "last success", "changed", "", "last error"), rows))
+    out.append("locks held now: " + ("none" if not status.locks else ""))
+    for held in status.locks:
+        out.append(f"  {held['name']}: instance {held['instance']} ({held['owner']}) since {when(held['acquired'])}, lease until {when(held['expires'])}")
+    if status.died:
+        out.append("runs that died:")
+        for d in status.died:
+            out.append(f"  run {d['id']} {d['integration']}/{d['connection']}/{d['entity']} of instance {d['instance']} (pid {d['pid']}) started {when(d['started'])}")
+    return "\n".join(out)

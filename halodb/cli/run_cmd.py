@@ -53,14 +53,21 @@ def _run(config_path: str, options: runner.RunOptions, as_json_output: bool, sho
     sys.exit(report.exit_code)
 
 
+wait_option = click.option(
+    "--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+    help="Wait this long for entities another instance is running (then exit 1); default: skip them.",
+)  # fmt: skip
+
+
 @main.command("AUTO")
 @click.argument("config_path", default="appsettings.json", required=False, type=click.Path(dir_okay=True))
-def auto(config_path: str) -> None:
+@wait_option
+def auto(config_path: str, wait: float | None) -> None:
     """Run every integration due for this instance (for Task Scheduler, cron and systemd).
 
     CONFIG_PATH defaults to ./appsettings.json; logs go to logs/ under the working directory.
     """
-    _run(config_path, runner.RunOptions(), False, 0)
+    _run(config_path, runner.RunOptions(wait=wait), False, 0)
 
 
 main.add_command(auto, "auto")
@@ -72,10 +79,13 @@ main.add_command(auto, "auto")
 @click.option("--entity", help="Only this entity (e.g. Users).")
 @click.option("--dry-run", is_flag=True, help="Compute and show every change, then roll it all back.")
 @click.option("--confirm-deactivations", is_flag=True, help="Deactivate even beyond MaxDeactivations / MaxDeactivationPercent.")
+@wait_option
 @click.option("--json", "as_json_output", is_flag=True, help="Print the report as JSON.")
-def run_command(config_path, integration, entity, dry_run, confirm_deactivations, as_json_output) -> None:
+def run_command(config_path, integration, entity, dry_run, confirm_deactivations, wait, as_json_output) -> None:
     """Run integrations by hand and show what changed."""
-    options = runner.RunOptions(integration=integration, entity=entity, dry_run=dry_run, confirm_deactivations=confirm_deactivations)
+    options = runner.RunOptions(
+        integration=integration, entity=entity, dry_run=dry_run, confirm_deactivations=confirm_deactivations, wait=wait
+    )
     _run(config_path, options, as_json_output, 50 if dry_run else 0)
 
 
@@ -104,3 +114,24 @@ def integrations_command(config_path, as_json_output) -> None:
     finally:
         engine.dispose()
     click.echo(as_json(result.to_dict()["integrations"]) if as_json_output else integrations_table(result))
+
+
+@main.command("status")
+@config_option
+@click.option("--stale-hours", type=click.FloatRange(min=0), default=24.0, show_default=True, help="Flag entities with no success for longer.")
+@click.option("--json", "as_json_output", is_flag=True, help="Print the status as JSON.")
+def status_command(config_path, stale_hours, as_json_output) -> None:
+    """Instances, last runs, current lock holders, dead runs and stale entities."""
+    import datetime as dt
+
+    from halodb.cli.output import status_report
+    from halodb.status import status
+    from halodb.sync.engine import utcnow
+
+    engine = engine_from_settings(load_settings(config_path))
+    try:
+        runner.prepare_database(engine)
+        result = status(engine, utcnow(), dt.timedelta(hours=stale_hours))
+    finally:
+        engine.dispose()
+    click.echo(as_json(result.to_dict()) if as_json_output else status_report(result))

@@ -7,7 +7,7 @@ import os
 import socket
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from halodb.state.scope import Scope
@@ -31,3 +31,17 @@ def finish(conn: Connection, run_id: int, now: dt.datetime, status: str, counter
     conn.execute(
         update(run).where(run.c.id == run_id).values(finished=now, status=status, error=(error or None) and error[:4000], **values)
     )
+
+
+def reap(conn: Connection, scope: Scope, now: dt.datetime, reason: str) -> list[dict[str, Any]]:
+    """Mark runs of ``scope`` still "running" as failed. Call only while holding the scope's
+    lock: then no live process can own them, so they died (SIGKILL, power loss, crash)."""
+    stmt = select(run.c.id, run.c.instance, run.c.pid).where(scope.where(run), run.c.status == "running")
+    dead = [dict(r._mapping) for r in conn.execute(stmt)]
+    if dead:
+        conn.execute(
+            update(run)
+            .where(run.c.id.in_([d["id"] for d in dead]))
+            .values(status="failed", finished=now, error=reason[:4000])
+        )
+    return dead

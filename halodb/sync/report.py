@@ -66,11 +66,14 @@ class RunReport:
     entities: list[EntityReport] = field(default_factory=list)
     #: Integrations or entities not run, with the reason (disabled in Halo, excluded, locked...).
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Entities still locked by another instance when ``--wait`` ran out.
+    lock_timeouts: int = 0
 
     @property
     def exit_code(self) -> int:
-        """0 when everything ran, 1 when an integration failed or held deactivations back."""
-        return 1 if any(e.failed for e in self.entities) else 0
+        """0 when everything ran, 1 when an integration failed, held deactivations back, or
+        ``--wait`` ran out on a lock."""
+        return 1 if self.lock_timeouts or any(e.failed for e in self.entities) else 0
 
     def total(self, counter: str) -> int:
         return sum(getattr(e, counter) for e in self.entities)
