@@ -25,7 +25,9 @@ from halodb.halo import REPOSITORIES, imports
 from halodb.halo import settings as halo_settings
 from halodb.halo.fixture import INTEGRATOR_AGENT, seed
 from halodb.halo.repository import Repository, WriteContext
-from halodb.state.locks import Lease
+from halodb.state.locks import MSSQL_TRY_LOCK, MSSQL_UNLOCK, Lease
+from halodb.status import status
+from sqlalchemy.dialects import mssql as mssql_dialect
 from halodb.halo.schema import area, create_fixture_schema, device, field, importcsv, info, site, sqlimport, typeinfo, users, xtype
 from halodb.state import changes as change_log
 from halodb.state import cursors, quarantine
@@ -231,6 +233,7 @@ def run_scenario(engine) -> dict:
     other = Lease(engine, "Test/1/Users", instance="daily", owner="daily-1", clock=lambda: dt.datetime(2026, 1, 1))
     facts["lease"] = (mine.acquire(), other.acquire() is not None, mine.renew())
     mine.release()
+    facts["status"] = status(engine, dt.datetime(2026, 1, 1))
     return facts
 
 
@@ -296,6 +299,7 @@ def test_scenario_reached_every_path(scenario):
     assert facts["agent"].id == INTEGRATOR_AGENT and facts["halo_url"] == "https://halo.example.com"
     assert facts["revision"] == facts["revision_after"] == migrate.head()
     assert facts["lease"] == (None, True, True)
+    assert facts["status"].entities and not facts["status"].locks
 
 
 def test_repository_current_keys_by_api_field():
@@ -442,3 +446,12 @@ def test_migrations_offline_sql_is_tsql():
     print(f"\nmigrations: {len(batches)} GO batches parsed as T-SQL")
     assert batches and not failures, "\n".join(failures)
     assert any("halodb_link" in b for b in batches)
+
+
+@pytest.mark.parametrize("stmt", [MSSQL_TRY_LOCK, MSSQL_UNLOCK], ids=["sp_getapplock", "sp_releaseapplock"])
+def test_sql_server_lock_statements_are_tsql(stmt):
+    """The session-lock batches only ever run on SQL Server: check them here, with the name bound."""
+    bound = stmt.bindparams(resource="halodb:SqlImport/1/Users")
+    literal = str(bound.compile(dialect=mssql_dialect.dialect(), compile_kwargs={"literal_binds": True}))
+    sql = tsql.check_tsql(text(literal))
+    assert "@LockOwner = 'Session'" in sql and "N'halodb:SqlImport/1/Users'" in sql

@@ -19,7 +19,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import Unicode, bindparam, delete, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -110,12 +110,12 @@ MSSQL_TRY_LOCK = text(
     "SET NOCOUNT ON; DECLARE @r int; "
     "EXEC @r = sp_getapplock @Resource = :resource, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; "
     "SELECT @r"
-).bindparams(bindparam("resource"))
+).bindparams(bindparam("resource", type_=Unicode))
 MSSQL_UNLOCK = text(
     "SET NOCOUNT ON; DECLARE @r int; "
     "EXEC @r = sp_releaseapplock @Resource = :resource, @LockOwner = 'Session'; "
     "SELECT @r"
-).bindparams(bindparam("resource"))
+).bindparams(bindparam("resource", type_=Unicode))
 
 
 def advisory_key(name: str) -> int:
