@@ -187,6 +187,8 @@ class SyncSettings(_Section):
     max_deactivations: int = Field(default=500, ge=0)
     max_deactivation_percent: float = Field(default=10.0, ge=0, le=100)
     deactivate_after_missed_runs: int = Field(default=2, ge=1)
+    #: How long an entity lock outlives a run that stopped renewing it (a killed process).
+    lock_lease_seconds: int = Field(default=600, ge=5)
 
 
 class Settings(_Section):

@@ -36,8 +36,6 @@ class RunOptions:
     confirm_deactivations: bool = False
     #: Wait this many seconds for an entity another instance holds; None = skip it at once.
     wait: float | None = None
-    #: How long a lease outlives a run that stopped renewing it (SQLite's only crash guard).
-    lease_seconds: int = 600
 
 
 def instance_name(settings) -> str:
@@ -98,6 +96,7 @@ def run(settings, options: RunOptions = RunOptions(), *, progress: Progress | No
             dry_run=options.dry_run, confirm_deactivations=options.confirm_deactivations, progress=progress,
             is_transient=is_transient,
         )  # fmt: skip
+        lease_ttl = dt.timedelta(seconds=settings.sync.lock_lease_seconds)
         for name, integration in REGISTRY.items():
             if chosen and name != chosen:
                 continue
@@ -108,7 +107,7 @@ def run(settings, options: RunOptions = RunOptions(), *, progress: Progress | No
                 if chosen:
                     report.skipped.append((name, "no entity enabled in appsettings.json" if not options.entity else f"entity {options.entity} not enabled in appsettings.json"))
                 continue
-            _run_integration(engine, sync, integration, wanted, report, options)
+            _run_integration(engine, sync, integration, wanted, report, options, lease_ttl)
         report.finished = utcnow()
         log.info("run finished: %d created, %d updated, %d deactivated, %d quarantined, exit code %d",
                  report.total("created"), report.total("updated"), report.total("deactivated"),
@@ -119,7 +118,9 @@ def run(settings, options: RunOptions = RunOptions(), *, progress: Progress | No
             engine.dispose()
 
 
-def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list[str], report: RunReport, options: RunOptions) -> None:
+def _run_integration(
+    engine: Engine, sync: SyncEngine, integration, wanted: list[str], report: RunReport, options: RunOptions, lease_ttl: dt.timedelta
+) -> None:
     name = integration.name
     owner = new_owner(report.instance)
     with engine.connect() as conn:
@@ -136,17 +137,24 @@ def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list
             _record(engine, name, None, failed.error, options)
             return
     reports: list[EntityReport] = []
+    blocked: str | None = None
     for item in declared:
         if item.name not in wanted:
             continue
         if isinstance(item, Excluded):
             report.skipped.append((f"{name}/{item.name}", f"{item.label}: {item.reason}"))
             continue
-        lease = EntityLock(engine, str(item.scope), instance=report.instance, owner=owner, clock=utcnow, ttl=lease_ttl(options))
+        lease = EntityLock(engine, str(item.scope), instance=report.instance, owner=owner, clock=utcnow, ttl=lease_ttl)
+        if blocked:
+            # Later entities of an integration build on earlier ones (sites on clients): the
+            # instance holding the earlier one will run them too.
+            report.skipped.append((item.label, f"after {blocked}, which another instance is running"))
+            continue
         holder = _acquire(lease, options)
         if holder is not None:
             reason = f"locked by instance {holder.instance} since {holder.since:%Y-%m-%d %H:%M:%S} UTC"
             report.skipped.append((item.label, reason))
+            blocked = item.label
             if options.wait is not None:
                 report.lock_timeouts += 1
             log.info("%s: skipped, %s (%s)", item.label, reason, holder.owner)
@@ -171,10 +179,6 @@ def _run_integration(engine: Engine, sync: SyncEngine, integration, wanted: list
         return
     errors = [r.error for r in reports if r.failed and r.error]
     _record(engine, name, None if errors else utcnow(), "; ".join(errors) if errors else None, options)
-
-
-def lease_ttl(options: "RunOptions") -> dt.timedelta:
-    return dt.timedelta(seconds=options.lease_seconds)
 
 
 def _acquire(lease: EntityLock, options: "RunOptions"):

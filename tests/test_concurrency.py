@@ -34,12 +34,21 @@ def test_four_processes_create_everything_exactly_once(db_url, tmp_path):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         reports.append(json.loads(out))
+    # Users refer to sites another integration creates: a process that ran the SQL import before
+    # the spreadsheet's sites existed quarantined those users. One more run converges.
+    settle = subprocess.run([sys.executable, "-m", "halodb", "run", "--config", str(config), "--json"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert settle.returncode == 0, settle.stderr
+    reports.append(json.loads(settle.stdout))
     created = Counter()
     for report in reports:
         for entity in report["entities"]:
             created[entity["label"]] += entity["created"]
-        assert all("locked by instance demo since" in reason for _, reason in report["skipped"])
+        for label, reason in report["skipped"]:
+            assert reason.startswith(("locked by instance demo since", "after ")), (label, reason)
+    # Every record created exactly once, whoever created it.
     assert created == {"spreadsheet 'Demo clients'": 2, "spreadsheet 'Demo sites'": 2, "spreadsheet 'Demo assets'": 7, "SQL import 'HR employees'": 11}
+    assert reports[-1]["entities"] and all(e["quarantined"] == 0 for e in reports[-1]["entities"])
     engine = engine_for_url(url or f"sqlite:///{Path(config).parent / 'halo.db'}")
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(users)).scalar_one() == 12  # 11 + Ana, adopted

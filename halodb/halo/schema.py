@@ -254,6 +254,43 @@ importcsv = Table(
 )
 
 
+# Azure AD (Entra ID) connections: one row per tenant, each with its own integrator triple.
+# Table names are inferred [I]; column names follow the API's AzureADConnection [C-api].
+azureadconnection = Table(
+    "azureadconnection",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # [C-api]
+    _text("name", "name"),  # [C-api]
+    _text("directoryid", "directoryid", 64),  # [C-api] the tenant id
+    _text("applicationid", "applicationid", 64),  # [C-api] the app registration's client id
+    # [I] Halo stores the secret encrypted (the API takes new_client_secret); halodb cannot
+    # decrypt it and prefers HALODB_AZUREAD_SECRET_<id> (see halodb.integrations.azuread).
+    _text("client_secret", "client_secret", 1000),
+    _text("graph_host", "graph_host"),  # [C-api] empty = https://graph.microsoft.com
+    _text("authority_host", "authority_host"),  # [I] empty = https://login.microsoftonline.com
+    _flag("halointegratorenabled", "halointegratorenabled"),  # [C-api]
+    _text("halo_integrator_import_list", "halo_integrator_import_list", 1000),  # [C-api] "users,agents"
+    _flag("createunmatchedusers", "createunmatchedusers"),  # [C-api]
+    Column("unmatchedusersite", Integer, key="unmatchedusersite"),  # [C-api] site.ssitenum
+    _flag("deactivate_users", "deactivate_users"),  # [C-api]
+    _flag("accountenabled", "accountenabled"),  # [C-api] import enabled accounts only
+    Column("halointegrator_lastsync", DateTime, key="lastsync"),  # [C-api]
+    Column("halointegrator_lasterror", Unicode(4000), key="lasterror"),  # [C-api]
+)
+
+# Group-based site mapping (API AzureADMapping): members of group_id land on siteid; the
+# lowest sequenceid wins for a user in several mapped groups.
+azureadmapping = Table(
+    "azureadmapping",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # [I]
+    Column("connection_id", Integer, key="connection_id", nullable=False),  # [I] azureadconnection.id
+    _text("group_id", "group_id", 64),  # [C-api]
+    Column("siteid", Integer, key="siteid"),  # [C-api]
+    Column("sequenceid", Integer, key="sequenceid"),  # [C-api]
+)
+
+
 def create_fixture_schema(bind) -> None:
     """Create the Halo subset in an empty database. For the demo and tests only, never Halo."""
     metadata.create_all(bind)

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -156,21 +157,28 @@ class EntityLock:
         """None when the lock is ours; otherwise who holds it (as far as the lease row says)."""
         if not self.uses_session_lock:
             return self.lease.acquire()
-        conn = self.engine.connect()
-        try:
-            got = _try_session_lock(conn, self.name)
-            conn.commit()
-        except Exception:
-            conn.invalidate()
+        for _ in range(20):
+            conn = self.engine.connect()
+            try:
+                got = _try_session_lock(conn, self.name)
+                conn.commit()
+            except Exception:
+                conn.invalidate()
+                conn.close()
+                raise
+            if got:
+                self.session = conn
+                self.lease.claim()
+                return None
             conn.close()
-            raise
-        if not got:
-            conn.close()
-            now = self.lease.clock()
-            return self.lease.holder() or Holder("(unknown)", "(unknown)", now, now)
-        self.session = conn
-        self.lease.claim()
-        return None
+            holder = self.lease.holder()
+            if holder is not None:
+                return holder
+            # The holder writes its row just after taking the lock, and unlocks just before
+            # deleting it: without a row, look again in a moment.
+            time.sleep(0.05)
+        now = self.lease.clock()
+        return Holder("(another instance)", "(unknown)", now, now)
 
     def renew(self) -> bool:
         if self.session is not None:
@@ -179,9 +187,9 @@ class EntityLock:
         return self.lease.renew()
 
     def release(self) -> None:
+        # Session lock first: the next holder overwrites our row anyway, while a row deleted
+        # before the unlock would leave a moment in which nobody can say who holds the lock.
         try:
-            self.lease.release()
-        finally:
             if self.session is not None:
                 conn, self.session = self.session, None
                 try:
@@ -192,3 +200,5 @@ class EntityLock:
                 except Exception:  # noqa: BLE001 - whatever went wrong, end the session: it ends the lock
                     conn.invalidate()
                     conn.close()
+        finally:
+            self.lease.release()

@@ -1,0 +1,75 @@
+"""Graph user objects → Halo API fields, for users and for agents (no I/O here).
+
+Graph omits nothing from a ``$select`` on a full read, but a delta read may send only the
+changed properties; a property absent from the item is therefore left out of the record (the
+engine then leaves that Halo field alone) rather than mapped to an empty value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Halo fields a user matches on, in order: the Azure object id, then email, then login (UPN).
+USER_MATCH_FIELDS = [("azureoid",), ("emailaddress",), ("login",)]
+AGENT_MATCH_FIELDS = [("azureoid",), ("email",)]
+
+# Halo field ← Graph property, for the simple one-to-one fields of a user.
+_USER_SIMPLE = {
+    "name": "displayName",
+    "firstname": "givenName",
+    "surname": "surname",
+    "login": "userPrincipalName",
+    "mobilenumber": "mobilePhone",
+    "title": "jobTitle",
+    "department": "department",
+}
+
+
+def is_removed(item: Mapping[str, Any]) -> bool:
+    """A delta entry saying the user was deleted (or moved out of scope)."""
+    return "@removed" in item
+
+
+def is_disabled(item: Mapping[str, Any]) -> bool:
+    """``accountEnabled`` is explicitly false (absent means unknown, not disabled)."""
+    return item.get("accountEnabled") is False
+
+
+def _email(item: Mapping[str, Any]) -> tuple[bool, Any]:
+    """(present, value): mail, else the UPN (members without a mailbox still sign in by UPN)."""
+    if "mail" not in item and "userPrincipalName" not in item:
+        return False, None
+    return True, item.get("mail") or item.get("userPrincipalName")
+
+
+def user_fields(item: Mapping[str, Any], site_id: int | None) -> dict[str, Any]:
+    """A Graph user as Halo user fields; ``site_id`` from the group mapping (None: default site)."""
+    out: dict[str, Any] = {"azureoid": item["id"]}
+    for halo, graph in _USER_SIMPLE.items():
+        if graph in item:
+            out[halo] = item[graph]
+    present, email = _email(item)
+    if present:
+        out["emailaddress"] = email
+    if "businessPhones" in item:
+        phones = item.get("businessPhones") or []
+        out["phonenumber"] = phones[0] if phones else None
+    if "accountEnabled" in item:
+        out["inactive"] = not item["accountEnabled"]
+    if site_id is not None:
+        out["site_id"] = site_id
+    return out
+
+
+def agent_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A Graph user as Halo agent fields (``uname``)."""
+    out: dict[str, Any] = {"azureoid": item["id"]}
+    if "displayName" in item:
+        out["name"] = item["displayName"]
+    present, email = _email(item)
+    if present:
+        out["email"] = email
+    if "accountEnabled" in item:
+        out["isdisabled"] = not item["accountEnabled"]
+    return out
