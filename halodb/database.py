@@ -100,6 +100,8 @@ def engine_for_url(url: str | URL, *, connect_timeout: int = 15, echo: bool = Fa
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    # SQLite's own lower() folds ASCII only; match keys must fold "Żabka" like SQL Server does.
+    dbapi_conn.create_function("lower", 1, lambda s: s.lower() if isinstance(s, str) else s, deterministic=True)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cur.close()

@@ -161,17 +161,9 @@ def test_failure_sets_last_error_and_keeps_last_sync(halo, db_url, tmp_path):
     assert "spreadsheet not found" in after.last_error and str(path) in after.last_error
 
 
-DRY_RUN_LOCK_BUG = (
-    "bug: halodb/sync/engine.py SyncEngine._sync calls heartbeat() (the runner renews its lease row in "
-    "halodb_lock through another connection) while a dry run keeps its write transaction open; on SQLite "
-    "the renewal waits 30 s and every entity fails with 'database is locked'. Fix: in _sync call "
-    "heartbeat() only when not self.dry_run (or renew the lease on the sync connection)"
-)
 
 
-def test_dry_run_records_nothing_in_halo(halo, db_url, tmp_path, request):
-    if db_url.startswith("sqlite"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=DRY_RUN_LOCK_BUG))
+def test_dry_run_records_nothing_in_halo(halo, db_url, tmp_path):
     add_sheet(halo, sheet(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
     enable(halo, "Spreadsheet")
     config = write_config(tmp_path / "cfg", db_url, {"Spreadsheet": {"Clients": True}})

@@ -127,7 +127,8 @@ class SyncEngine:
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         for batch in batched(entity.read(ctx), self.limits.batch_size):
             self._with_retry(conn, lambda: self._batch(conn, entity, report, batch, waiting))
-            heartbeat()
+            if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
+                heartbeat()
             self.progress(report)
         report.complete = ctx.incomplete_reason is None
         if report.complete and entity.deactivate:

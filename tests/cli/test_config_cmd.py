@@ -149,6 +149,7 @@ def test_show_masks_the_password(cfg: Path):
         "Sync.MaxDeactivations = 500\n"
         "Sync.MaxDeactivationPercent = 10.0\n"
         "Sync.DeactivateAfterMissedRuns = 2\n"
+        "Sync.LockLeaseSeconds = 600\n"
     )
     assert PASSWORD not in result.output
 

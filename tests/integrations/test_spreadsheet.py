@@ -290,14 +290,7 @@ def test_unsupported_file_type_fails(halo, db_url, tmp_path, suffix):
     assert result.status == "failed" and "not a spreadsheet" in result.error
 
 
-def test_reference_by_name_with_non_ascii_capital(halo, db_url, tmp_path, request):
-    if db_url.startswith("sqlite"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "bug: halodb/halo/repository.py:110 Repository.find compares func.lower(column) with "
-            "Python str.lower(); SQLite's built-in lower() folds ASCII only, so 'Żabka' never matches "
-            "'żabka'. Fix: in halodb/database.py _sqlite_pragmas register a Unicode lower, "
-            "dbapi_conn.create_function('lower', 1, lambda s: s.lower() if isinstance(s, str) else s, deterministic=True)"
-        )))  # fmt: skip
+def test_reference_by_name_with_non_ascii_capital(halo, db_url, tmp_path):
     config = write_config(tmp_path, db_url)
     add_client_with_site(halo, "Żabka Sp. z o.o.", "Łódź")
     register(halo, "users", xlsx(tmp_path / "users.xlsx", [
