@@ -1,0 +1,1 @@
+"""halodb benchmarks and stress scripts."""
