@@ -57,16 +57,22 @@ def limits_from(settings) -> Limits:
     )
 
 
-def prepare_database(engine: Engine) -> None:
-    """Reach the database, check Halo's schema, bring halodb's own tables up to date."""
+def prepare_database(engine: Engine, integrations: list[str] | None = None) -> None:
+    """Reach the database, check Halo's schema (for ``integrations``; None: all), bring
+    halodb's own tables up to date."""
     connect_check(engine)
-    missing = missing_schema(engine)
+    missing = missing_schema(engine, integrations)
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise SchemaMismatch(f"the database lacks Halo tables/columns halodb needs: {shown}", hint="is this a Halo database of a supported version?")
     before, after = migrate.upgrade(engine)
     if before != after:
         log.info("halodb tables migrated from %s to %s", before or "nothing", after)
+
+
+def enabled_integrations(settings, chosen: str | None = None) -> list[str]:
+    """Integrations this appsettings.json enables at least one entity of (only ``chosen``)."""
+    return [name for name in REGISTRY if settings.enabled_entities(name) and (chosen is None or name == chosen)]
 
 
 def _resolve_integration(name: str | None) -> str | None:
@@ -85,7 +91,7 @@ def run(settings, options: RunOptions = RunOptions(), *, progress: Progress | No
     own_engine = engine is None
     engine = engine or engine_from_settings(settings)
     try:
-        prepare_database(engine)
+        prepare_database(engine, enabled_integrations(settings, chosen))
         report = RunReport(instance=instance_name(settings), started=utcnow(), dry_run=options.dry_run)
         with engine.connect() as conn:
             agent = halo_settings.integrator_agent(conn)

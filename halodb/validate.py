@@ -80,7 +80,7 @@ def validate(settings, engine: Engine | None = None) -> Validation:
         result.exit_code = err.exit_code
         return result
     try:
-        missing = missing_schema(engine)
+        missing = missing_schema(engine, [name for name in REGISTRY if settings.enabled_entities(name)])
         if missing:
             result.checks.append(Check("halo schema", False, "missing: " + ", ".join(missing)))
             result.exit_code = 3

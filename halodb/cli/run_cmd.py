@@ -107,7 +107,7 @@ def integrations_command(config_path, as_json_output) -> None:
     settings = load_settings(config_path)
     engine = engine_from_settings(settings)
     try:
-        runner.prepare_database(engine)
+        runner.prepare_database(engine, runner.enabled_integrations(settings))
         from halodb.validate import Validation
 
         result = Validation(integrations=integration_rows(engine, settings))
@@ -128,9 +128,10 @@ def status_command(config_path, stale_hours, as_json_output) -> None:
     from halodb.status import status
     from halodb.sync.engine import utcnow
 
-    engine = engine_from_settings(load_settings(config_path))
+    settings = load_settings(config_path)
+    engine = engine_from_settings(settings)
     try:
-        runner.prepare_database(engine)
+        runner.prepare_database(engine, runner.enabled_integrations(settings))
         result = status(engine, utcnow(), dt.timedelta(hours=stale_hours))
     finally:
         engine.dispose()
