@@ -20,14 +20,30 @@ pytestmark = pytest.mark.slow
 PROCESSES = 4
 
 
+def _second_instance(config: Path) -> Path:
+    """A "daily" folder on the same database whose entities overlap the demo's (SQL import users,
+    spreadsheet assets), with its own instance name."""
+    settings = json.loads(config.read_text())
+    settings["InstanceName"] = "daily"
+    settings["Integrations"] = {"Spreadsheet": {"Assets": True}, "SqlImport": {"Users": True}}
+    if settings["Database"]["Url"].startswith("sqlite:///") and not settings["Database"]["Url"].startswith("sqlite:////"):
+        settings["Database"]["Url"] = f"sqlite:///{config.parent / 'halo.db'}"
+    other = config.parent.parent / "daily" / "appsettings.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(settings))
+    return other
+
+
+@pytest.mark.parametrize("configs", ["one config", "two overlapping configs"])
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
-def test_four_processes_create_everything_exactly_once(db_url, tmp_path):
+def test_four_processes_create_everything_exactly_once(db_url, configs, tmp_path):
     url = None if db_url.startswith("sqlite") else db_url
     config = demo.create(tmp_path / "demo", database_url=url)
+    paths = [config] * PROCESSES if configs == "one config" else [config, _second_instance(config)] * (PROCESSES // 2)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "halodb", "run", "--config", str(config), "--json"],
+        subprocess.Popen([sys.executable, "-m", "halodb", "run", "--config", str(path), "--json"],
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(PROCESSES)
+        for path in paths
     ]  # fmt: skip
     reports = []
     for proc in procs:
@@ -45,7 +61,7 @@ def test_four_processes_create_everything_exactly_once(db_url, tmp_path):
         for entity in report["entities"]:
             created[entity["label"]] += entity["created"]
         for label, reason in report["skipped"]:
-            assert reason.startswith(("locked by instance demo since", "after ")), (label, reason)
+            assert reason.startswith(("locked by instance demo since", "locked by instance daily since", "after ")), (label, reason)
     # Every record created exactly once, whoever created it.
     assert created == {"spreadsheet 'Demo clients'": 2, "spreadsheet 'Demo sites'": 2, "spreadsheet 'Demo assets'": 7, "SQL import 'HR employees'": 11}
     assert reports[-1]["entities"] and all(e["quarantined"] == 0 for e in reports[-1]["entities"])
