@@ -27,6 +27,7 @@ from halodb.halo.fixture import INTEGRATOR_AGENT, seed
 from halodb.halo.repository import Repository, WriteContext
 from halodb.state.locks import MSSQL_TRY_LOCK, MSSQL_UNLOCK, Lease
 from halodb.status import status
+from halodb.halo import azure
 from sqlalchemy.dialects import mssql as mssql_dialect
 from halodb.halo.schema import area, create_fixture_schema, device, field, importcsv, info, site, sqlimport, typeinfo, users, xtype
 from halodb.state import changes as change_log
@@ -234,6 +235,11 @@ def run_scenario(engine) -> dict:
     facts["lease"] = (mine.acquire(), other.acquire() is not None, mine.renew())
     mine.release()
     facts["status"] = status(engine, dt.datetime(2026, 1, 1))
+    # Azure AD connections as Halo stores them: read, map groups to sites, Last Sync / Error.
+    with engine.begin() as conn:
+        facts["azure"] = (azure.connections(conn), azure.mappings(conn, [1]))
+        azure.record_connection(conn, 1, dt.datetime(2026, 1, 1), None)
+        azure.record_connection(conn, 1, None, "token failed")
     return facts
 
 
