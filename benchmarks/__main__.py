@@ -1,0 +1,371 @@
+"""halodb benchmarks: the sync engine against a raw bulk insert, a per-record loop and dlt.
+
+    python -m benchmarks [--n 100000] [--backends postgresql,sqlite] [--workloads W1,W2,W3,W4]
+                         [--out benchmarks/RESULTS.md] [--profile]
+
+Workloads (each measured in a fresh process; its setup runs in another one before it):
+  W1  first load of N directory users into an empty Halo fixture
+  W2  re-sync with nothing changed (Halo rows written must be 0)
+  W3  1 % changed and 0.5 % removed (deactivated in the same run)
+  W4  first load of 10 x N users, for memory
+Methods: halodb (the engine), limit (COPY / executemany of the final rows, no logic), naive
+(per record SELECT then INSERT/UPDATE, at most 10,000 records, extrapolated), dlt (merge,
+PostgreSQL only). Never pass/fail on time: this prints figures and ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from benchmarks import data
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("HALODB_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+#: Extra server options for halodb's PostgreSQL connections (an experiment: "-cplan_cache_mode=force_custom_plan").
+PG_OPTIONS = ""
+WORKLOADS = ("W1", "W2", "W3", "W4")
+METHODS = ("halodb", "limit", "naive", "dlt")
+DESCRIPTION = {
+    "W1": "first load",
+    "W2": "re-sync, nothing changed",
+    "W3": "1 % changed, 0.5 % removed",
+    "W4": "first load at 10 x N (memory)",
+}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def applies(method: str, workload: str, backend: str) -> bool:
+    if method == "limit":
+        return workload in ("W1", "W4")  # a bulk insert only has a first load
+    if method == "naive":
+        return workload != "W4"
+    if method == "dlt":
+        return backend == "postgresql" and workload != "W4"
+    return True
+
+
+def dlt_available() -> str | None:
+    """dlt's version, or None when it is not installed (the dlt column is then n/a)."""
+    try:
+        from importlib.metadata import version
+
+        return version("dlt")
+    except Exception:  # noqa: BLE001 - PackageNotFoundError and friends
+        return None
+
+
+def _worker(spec: dict, timeout: float | None) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)]
+    env = dict(os.environ, RUNTIME__DLTHUB_TELEMETRY="false")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise BenchError(f"{spec['method']} {spec['workload']} {spec['phase']} on {spec['backend']} failed:\n{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class Database:
+    """A fresh PostgreSQL schema or SQLite file for one measurement; dropped afterwards."""
+
+    def __init__(self, backend: str, workdir: Path):
+        self.backend = backend
+        self.schema = f"b_{uuid.uuid4().hex[:12]}"
+        if backend == "postgresql":
+            self.admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+            with self.admin.connect() as conn:
+                conn.execute(text(f"CREATE SCHEMA {self.schema}"))
+            self.url = make_url(PG_URL).update_query_dict({"options": f"-csearch_path={self.schema} {PG_OPTIONS}".strip()}).render_as_string(hide_password=False)
+        else:
+            self.path = workdir / f"{self.schema}.db"
+            self.url = f"sqlite:///{self.path}"
+
+    def drop(self) -> None:
+        if self.backend == "postgresql":
+            with self.admin.connect() as conn:
+                conn.execute(text(f"DROP SCHEMA {self.schema} CASCADE"))
+            self.admin.dispose()
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+def measure(backend: str, workload: str, method: str, n: int, workdir: Path, *, profile: str | None = None, timeout: float | None = None) -> dict:
+    db = Database(backend, workdir)
+    pg = make_url(PG_URL)
+    spec = {
+        "backend": backend, "workload": workload, "method": method, "n": n, "url": db.url, "schema": db.schema,
+        "pipelines_dir": str(workdir / "dlt"), "profile": profile,
+        "dlt_credentials": f"postgresql://{pg.username}{':' + pg.password if pg.password else ''}@{pg.host}:{pg.port or 5432}/{pg.database}",
+    }  # fmt: skip
+    try:
+        _worker({**spec, "phase": "setup"}, timeout)
+        result = _worker({**spec, "phase": "measure"}, timeout)
+    finally:
+        db.drop()
+    return result
+
+
+def run_all(n: int, backends, workloads, methods=METHODS, *, w4_n: int | None = None, log=print, timeout: float | None = None) -> dict:
+    """Every (backend, workload, method) that applies; returns {backend: {workload: {method: result}}}."""
+    results: dict = {}
+    have_dlt = dlt_available()
+    workdir = Path(tempfile.mkdtemp(prefix="halodb-bench-"))
+    try:
+        for backend in backends:
+            for workload in workloads:
+                size = (w4_n or 10 * n) if workload == "W4" else n
+                for method in methods:
+                    if not applies(method, workload, backend):
+                        continue
+                    if method == "dlt" and not have_dlt:
+                        results.setdefault(backend, {}).setdefault(workload, {})[method] = {"na": "dlt is not installed"}
+                        continue
+                    log(f"  {backend:<10} {workload} {method:<7} N={size:,} ...")
+                    result = measure(backend, workload, method, size, workdir, timeout=timeout)
+                    result["n"] = size
+                    results.setdefault(backend, {}).setdefault(workload, {})[method] = result
+                    log(f"  {backend:<10} {workload} {method:<7} {result['seconds']:.2f}s  peak RSS {result['peak_rss_mib']:.0f} MiB")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+
+def _f(value, fmt="{:.2f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def _ratio(a, b) -> str:
+    return "n/a" if a is None or b is None or not b else f"{a / b:.1f}×"
+
+
+def checks(results: dict, n: int) -> list[str]:
+    """The correctness figures of the run, as lines; raises nothing (the smoke test asserts)."""
+    lines = []
+    up, deact = data.expected_w3(n)
+    for backend, by_w in results.items():
+        if "halodb" in by_w.get("W1", {}):
+            r = by_w["W1"]["halodb"]
+            lines.append(f"- {backend} W1: created {r['created']:,} of {n:,} (status {r['status']})")
+        if "halodb" in by_w.get("W2", {}):
+            r = by_w["W2"]["halodb"]
+            lines.append(f"- {backend} W2: Halo rows written {r['halo_writes']} (expected 0; audit rows {r['audit_rows']}), unchanged {r['unchanged']:,}")
+        if "halodb" in by_w.get("W3", {}):
+            r = by_w["W3"]["halodb"]
+            ok = "as expected" if (r["updated"], r["deactivated"]) == (up, deact) else "MISMATCH"
+            lines.append(
+                f"- {backend} W3: updated {r['updated']:,} (expected {up:,}), deactivated {r['deactivated']:,} "
+                f"(expected {deact:,}) - {ok}; audit rows {r['audit_rows']:,}, Halo rows written {r['halo_writes']:,}"
+            )
+        if "halodb" in by_w.get("W4", {}):
+            r = by_w["W4"]["halodb"]
+            lines.append(f"- {backend} W4: created {r['created']:,} of {r['n']:,} (status {r['status']})")
+    return lines
+
+
+def table(results: dict) -> list[str]:
+    head = (
+        "| backend | workload | N | halodb s | rows/s | peak RSS MiB | limit s | halodb/limit | naive s | naive/halodb "
+        "| dlt s | dlt/halodb | dlt peak RSS MiB |"
+    )
+    lines = [head, "|" + "---|" * 3 + "---:|" * 10]
+    for backend, by_w in results.items():
+        first_limit = by_w.get("W1", {}).get("limit", {}).get("seconds")
+        for workload, by_m in by_w.items():
+            h = by_m.get("halodb", {})
+            lim = by_m.get("limit", {}).get("seconds", first_limit if workload in ("W2", "W3") else None)
+            naive = by_m.get("naive", {}).get("seconds")
+            dl = by_m.get("dlt", {})
+            hs = h.get("seconds")
+            lines.append(
+                f"| {backend} | {workload} {DESCRIPTION[workload]} | {h.get('n', 0):,} | {_f(hs)} | "
+                f"{_f(h['n'] / hs if hs else None, '{:,.0f}')} | {_f(h.get('peak_rss_mib'), '{:.0f}')} | "
+                f"{_f(lim)} | {_ratio(hs, lim)} | {_f(naive)}{'*' if by_m.get('naive', {}).get('extrapolated') else ''} | "
+                f"{_ratio(naive, hs)} | {dl.get('na') and 'n/a' or _f(dl.get('seconds'))} | {_ratio(dl.get('seconds'), hs)} | "
+                f"{_f(dl.get('peak_rss_mib'), '{:.0f}')} |"
+            )
+    return lines
+
+
+def method_table(results: dict) -> list[str]:
+    lines = ["| backend | workload | method | N | seconds | rows/s | peak RSS MiB |", "|---|---|---|---:|---:|---:|---:|"]
+    for backend, by_w in results.items():
+        for workload, by_m in by_w.items():
+            for method, r in by_m.items():
+                if "seconds" not in r:
+                    lines.append(f"| {backend} | {workload} | {method} | | n/a | n/a | n/a |")
+                    continue
+                note = f" (ran {r['ran']:,}, extrapolated)" if r.get("extrapolated") else ""
+                lines.append(
+                    f"| {backend} | {workload} | {method}{note} | {r['n']:,} | {r['seconds']:.2f} | {r['n'] / r['seconds']:,.0f} | {r['peak_rss_mib']:.0f} |"
+                )
+    return lines
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    def v(name):
+        try:
+            return version(name)
+        except Exception:  # noqa: BLE001
+            return "not installed"
+
+    return f"Python {platform.python_version()}, SQLAlchemy {v('SQLAlchemy')}, psycopg {v('psycopg')}, dlt {v('dlt')}"
+
+
+SQL_SERVER = """\
+## What changes on SQL Server
+
+Production is SQL Server through pyodbc, where none of the PostgreSQL fast paths exist: there is no
+`COPY` from pyodbc, so the physical-limit proxy becomes `fast_executemany` in chunks (or the bulk-copy
+API of Microsoft's newer `mssql-python` driver, the nearest thing to COPY). halodb's inserts need the
+new ids back in row order, which SQLAlchemy does with `INSERT … OUTPUT inserted.id` and
+`sort_by_parameter_order=True`; under SQL Server's 2,100-parameter limit insertmanyvalues pages those
+statements at ≤ 1,000 rows (fewer for wide rows: 15 columns → ~139 rows a page), and updates and audit
+rows go through `fast_executemany`. Round trips per batch therefore grow, and the seconds here do not
+carry over - the ratios do (halodb against the bulk-insert limit of the same driver, the per-record loop
+against halodb, and a re-sync with nothing changed writing nothing and costing a fraction of a first load).
+"""
+
+
+def render(results: dict, n: int, args, profile_text: str | None, started: dt.datetime) -> str:
+    cpus = os.cpu_count()
+    out = [
+        "# halodb benchmarks",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M} UTC on {cpus} CPUs, `{platform.platform()}` ({platform.processor() or platform.machine()}); "
+        f"{versions()}. N = {n:,} directory users (20 clients, 60 sites; ~5 % non-ASCII names), backends: "
+        f"{', '.join(results)}. PostgreSQL at 127.0.0.1:5432 on the same machine, a fresh schema per measurement; "
+        "SQLite a fresh temp file. Every measurement runs in a fresh process (its setup in another), so peak RSS "
+        "(`ru_maxrss`) is the workload's own. One run, not a median: ratios, never pass/fail on time.",
+        "",
+        "Methods: **halodb** = `SyncEngine.run` of the Users entity (match by azureoid, email, login; batches of 2,000); "
+        "**limit** = raw bulk insert of the final Halo `users` rows, no logic (psycopg `COPY` on PostgreSQL, sqlite3 "
+        "`executemany` on SQLite; W2/W3 are compared with the first-load limit); **naive** = per record: prepare through "
+        "the same repository, `SELECT` by azureoid, then `INSERT` or `UPDATE` one row, one transaction - "
+        f"run on min(N, 10,000) records and extrapolated linearly to N (marked *); **dlt** = `dlt.pipeline(...).run(rows, "
+        "table_name=\"users\", write_disposition=\"merge\", primary_key=\"azureoid\")` of the same final rows, PostgreSQL only "
+        "(W2/W3 after a first dlt run into the same dataset; dlt's merge does not deactivate removed rows).",
+        "",
+        "## Results",
+        "",
+        *table(results),
+        "",
+        "halodb/limit: how many times a raw bulk insert halodb takes (design target for W1 on PostgreSQL: ≤ 2.5×); "
+        "naive/halodb and dlt/halodb: how many times faster halodb is (targets: ≥ 20× and > 1×).",
+        "",
+        "### Every measurement",
+        "",
+        *method_table(results),
+        "",
+        "### Correctness of the same run",
+        "",
+        *checks(results, n),
+        "",
+    ]
+    for backend, by_w in results.items():
+        w1, w2 = by_w.get("W1", {}).get("halodb"), by_w.get("W2", {}).get("halodb")
+        if w1 and w2:
+            out.append(f"- {backend}: unchanged re-sync costs {100 * w2['seconds'] / w1['seconds']:.0f} % of the first load (target ≤ 25 %).")
+        w4 = by_w.get("W4", {}).get("halodb")
+        if w1 and w4 and w4["n"] > w1["n"]:
+            out.append(
+                f"- {backend}: peak RSS {w1['peak_rss_mib']:.0f} MiB at {w1['n']:,} users, {w4['peak_rss_mib']:.0f} MiB at "
+                f"{w4['n']:,} ({w4['n'] // w1['n']}× the records)."
+            )
+    notes = Path(__file__).with_name("run_notes.md")
+    if notes.exists():
+        out += ["", notes.read_text().rstrip()]
+    out += ["", SQL_SERVER]
+    if profile_text:
+        out += ["## Profile", "", "pyinstrument (or cProfile) of halodb W1 on PostgreSQL at N, in its own run (not the timed one):", "", "```", profile_text.rstrip(), "```", ""]
+    notes = Path(__file__).with_name("next_tuning.md")
+    if notes.exists():
+        out += [notes.read_text().rstrip(), ""]
+    return "\n".join(out)
+
+
+def profile_w1(n: int) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="halodb-prof-"))
+    try:
+        path = workdir / "profile.txt"
+        measure("postgresql", "W1", "halodb", n, workdir, profile=str(path))
+        return trim_profile(path.read_text())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def trim_profile(textout: str, lines: int = 70) -> str:
+    return "\n".join(textout.splitlines()[:lines])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--w4-n", type=int, default=None, help="N for W4 (default 10 x N)")
+    p.add_argument("--backends", default="postgresql,sqlite")
+    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--profile", action="store_true", help="profile halodb W1 on PostgreSQL at N into the report")
+    p.add_argument("--profile-file", help="where --profile keeps its text; without --profile, a profile to include")
+    p.add_argument("--timeout", type=float, default=None, help="seconds any one step may take")
+    p.add_argument("--pg-options", default="", help='extra PostgreSQL options for the run, e.g. "-cplan_cache_mode=force_custom_plan"')
+    p.add_argument("--merge", help="raw results JSON of an earlier run to merge in (e.g. a W4 run)")
+    args = p.parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc)
+    global PG_OPTIONS
+    PG_OPTIONS = args.pg_options
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(f"halodb benchmarks, N={args.n:,}, {', '.join(backends)}: {', '.join(workloads)}")
+    results = run_all(args.n, backends, workloads, methods, w4_n=args.w4_n, timeout=args.timeout)
+    if args.merge:
+        earlier = json.loads(Path(args.merge).read_text())
+        for backend, by_w in earlier.items():
+            for workload, by_m in by_w.items():
+                results.setdefault(backend, {}).setdefault(workload, {}).update({k: v for k, v in by_m.items() if k not in results.get(backend, {}).get(workload, {})})
+        order = sorted(results, key=lambda b: (b != "postgresql", b))
+        results = {b: {w: results[b][w] for w in WORKLOADS if w in results[b]} for b in order}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    profile_text = None
+    if args.profile:
+        profile_text = profile_w1(args.n)
+        if args.profile_file:
+            Path(args.profile_file).write_text(profile_text)
+    elif args.profile_file and Path(args.profile_file).exists():
+        profile_text = Path(args.profile_file).read_text()
+    report = render(results, args.n, args, profile_text, started)
+    Path(args.out).write_text(report + "\n")
+    print()
+    print("\n".join(table(results)))
+    print()
+    print("\n".join(checks(results, args.n)))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""One benchmark step in its own process: ``python -m benchmarks.worker '<json spec>'``.
+
+The spec names the backend and database, the workload (W1..W4), the method (halodb, limit,
+naive, dlt), the phase (setup or measure) and N. The last line on stdout is a JSON result with
+seconds, peak RSS of this process and the counters the workload checks. Setup runs in a process
+of its own so the measured process's peak RSS is the workload's alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from sqlalchemy import func, insert, select, update
+
+from benchmarks import data
+from halodb import migrate
+from halodb.database import engine_for_url
+from halodb.halo import REPOSITORIES
+from halodb.halo.fixture import INTEGRATOR_AGENT, create_halo_fixture
+from halodb.halo.repository import WriteContext
+from halodb.halo.schema import audit, users
+from halodb.sync.engine import Limits, SyncEngine, utcnow
+from halodb.sync.entity import Entity
+
+#: The naive per-record loop runs at most this many records; its time is extrapolated to N.
+NAIVE_CAP = 10_000
+MATCH_FIELDS = [("azureoid",), ("emailaddress",), ("login",)]  # as the Azure AD integration adopts
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process (ru_maxrss is KiB on Linux); psutil has no peak figure."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def users_entity(n: int, variant: str) -> Entity:
+    return Entity(
+        integration="Bench", connection="1", name="Users", label="bench users", repository=REPOSITORIES["Users"],
+        read=lambda ctx: data.source_records(n, variant=variant), match_fields=MATCH_FIELDS,
+    )  # fmt: skip
+
+
+def halo_snapshot(engine) -> dict:
+    with engine.connect() as conn:
+        return {
+            "users": conn.execute(select(func.count()).select_from(users)).scalar_one(),
+            "active": conn.execute(select(func.count()).select_from(users).where(users.c.inactive == False)).scalar_one(),  # noqa: E712
+            "audit": conn.execute(select(func.count()).select_from(audit)).scalar_one(),
+            "max_lastupdate": conn.execute(select(func.max(users.c.lastupdate))).scalar_one(),
+        }
+
+
+def rows_written(engine, before: dict) -> int:
+    """Halo rows written since ``before``: new users, users with a newer lastupdate, audit rows."""
+    after = halo_snapshot(engine)
+    with engine.connect() as conn:
+        stamped = 0
+        if before["max_lastupdate"] is not None:
+            stamped = conn.execute(select(func.count()).select_from(users).where(users.c.lastupdate > before["max_lastupdate"])).scalar_one()
+    return (after["users"] - before["users"]) + stamped + (after["audit"] - before["audit"])
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+
+def fixture(engine, *, halodb_tables: bool = True) -> None:
+    create_halo_fixture(engine)
+    if halodb_tables:
+        migrate.upgrade(engine)
+    with engine.begin() as conn:
+        data.create_directory_owners(conn)
+
+
+def halodb_load(engine, n: int, clock=utcnow):
+    sync = SyncEngine(engine, instance="bench", agent_id=INTEGRATOR_AGENT, clock=clock)
+    report = sync.run(users_entity(n, "base"))
+    if report.status != "ok" or report.created != n:
+        raise SystemExit(f"setup load failed: {report.status} {report.error} created={report.created}")
+
+
+def setup(spec: dict) -> dict:
+    method, workload, n = spec["method"], spec["workload"], spec["n"]
+    if method == "dlt":
+        if workload in ("W2", "W3"):
+            dlt_run(spec, data.halo_rows(n, utcnow()))
+        return {}
+    engine = engine_for_url(spec["url"])
+    fixture(engine, halodb_tables=method != "limit")
+    if workload in ("W2", "W3") and method == "halodb":
+        # An hour in the past, so any write of the measured run shows as a newer lastupdate.
+        halodb_load(engine, n, clock=lambda: utcnow() - dt.timedelta(hours=1))
+    elif workload in ("W2", "W3") and method == "naive":
+        bulk_insert(engine, min(n, NAIVE_CAP))  # the loop only needs the rows it will find
+    engine.dispose()
+    return {}
+
+
+# -- measured methods ----------------------------------------------------------------------------
+
+
+def measure_halodb(spec: dict) -> dict:
+    engine = engine_for_url(spec["url"])
+    workload, n = spec["workload"], spec["n"]
+    variant = "w3" if workload == "W3" else "base"
+    limits = Limits(deactivate_after_missed_runs=1, max_deactivation_percent=100, max_deactivations=10**9) if workload == "W3" else Limits()
+    before = halo_snapshot(engine)
+    sync = SyncEngine(engine, instance="bench", agent_id=INTEGRATOR_AGENT, limits=limits)
+    entity = users_entity(n, variant)
+    profiler = None
+    if spec.get("profile"):
+        profiler = _start_profiler()
+    started = time.perf_counter()
+    report = sync.run(entity)
+    seconds = time.perf_counter() - started
+    if profiler is not None:
+        _stop_profiler(profiler, spec["profile"])
+    after = halo_snapshot(engine)
+    out = {
+        "seconds": seconds, "rows": n, "status": report.status, "error": report.error,
+        "created": report.created, "updated": report.updated, "unchanged": report.unchanged,
+        "deactivated": report.deactivated, "quarantined": report.quarantined,
+        "halo_writes": rows_written(engine, before), "audit_rows": after["audit"] - before["audit"],
+        "active_after": after["active"],
+    }  # fmt: skip
+    engine.dispose()
+    return out
+
+
+def bulk_insert(engine, n: int) -> None:
+    """Raw bulk insert of the final Halo users rows: COPY on PostgreSQL, executemany on SQLite."""
+    now = utcnow()
+    cols = [users.c[k].name for k in data.HALO_COLUMNS]
+    with engine.begin() as conn:
+        raw = conn.connection.driver_connection
+        if engine.dialect.name == "postgresql":
+            with raw.cursor() as cur, cur.copy(f"COPY users ({', '.join(cols)}) FROM STDIN") as copy:
+                for row in data.halo_rows(n, now):
+                    copy.write_row([row[k] for k in data.HALO_COLUMNS])
+        else:
+            cur = raw.cursor()
+            sql = f"INSERT INTO users ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            cur.executemany(sql, ([row[k] for k in data.HALO_COLUMNS] for row in data.halo_rows(n, now)))
+
+
+def measure_limit(spec: dict) -> dict:
+    engine = engine_for_url(spec["url"])
+    started = time.perf_counter()
+    bulk_insert(engine, spec["n"])
+    seconds = time.perf_counter() - started
+    count = halo_snapshot(engine)["users"]
+    engine.dispose()
+    return {"seconds": seconds, "rows": spec["n"], "written": count}
+
+
+def measure_naive(spec: dict) -> dict:
+    """Per record, through the same repository: prepare, SELECT by azureoid, INSERT or UPDATE."""
+    engine = engine_for_url(spec["url"])
+    workload, n = spec["workload"], spec["n"]
+    ran = min(n, NAIVE_CAP)
+    repo = REPOSITORIES["Users"]
+    inserted = updated = 0
+    with engine.connect() as conn:
+        started = time.perf_counter()
+        wctx = WriteContext(INTEGRATOR_AGENT, utcnow())
+        for record in data.source_records(ran, variant="w3" if workload == "W3" else "base"):
+            row = repo.prepare(conn, [record.fields])[0]
+            found = conn.execute(select(users.c.id).where(users.c.azureoid == record.key)).scalar()
+            if found is None:
+                repo.insert(conn, [row], wctx)
+                inserted += 1
+            else:
+                conn.execute(update(users).where(users.c.id == found).values(**row, lastupdate=wctx.now))
+                updated += 1
+        conn.commit()
+        seconds = time.perf_counter() - started
+    engine.dispose()
+    return {"seconds": seconds * n / ran, "measured_seconds": seconds, "ran": ran, "rows": n, "extrapolated": ran < n, "inserted": inserted, "updated": updated}
+
+
+def dlt_run(spec: dict, rows) -> object:
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    if ":" not in spec["dlt_credentials"].split("@")[0].removeprefix("postgresql://"):
+        # dlt insists on a password; the local server trusts 127.0.0.1 and ignores it.
+        os.environ.setdefault("DESTINATION__POSTGRES__CREDENTIALS__PASSWORD", "unused")
+    import dlt
+
+    pipeline = dlt.pipeline(
+        pipeline_name=f"bench_{spec['schema']}", pipelines_dir=spec["pipelines_dir"],
+        destination=dlt.destinations.postgres(spec["dlt_credentials"]), dataset_name=spec["schema"],
+    )  # fmt: skip
+    return pipeline.run(rows, table_name="users", write_disposition="merge", primary_key="azureoid")
+
+
+def measure_dlt(spec: dict) -> dict:
+    workload, n = spec["workload"], spec["n"]
+    variant = "w3" if workload == "W3" else "base"
+    started = time.perf_counter()
+    dlt_run(spec, data.halo_rows(n, utcnow(), variant=variant))
+    seconds = time.perf_counter() - started
+    engine = engine_for_url(spec["url"])
+    with engine.connect() as conn:
+        count = conn.execute(select(func.count()).select_from(users)).scalar_one()
+    engine.dispose()
+    return {"seconds": seconds, "rows": n, "written": count}
+
+
+# -- profiling -----------------------------------------------------------------------------------
+
+
+def _start_profiler():
+    try:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001)
+    except ImportError:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        return profiler
+    profiler.start()
+    return profiler
+
+
+def _stop_profiler(profiler, path: str) -> None:
+    if hasattr(profiler, "output_text"):
+        profiler.stop()
+        Path(path).write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+    else:
+        import io
+        import pstats
+
+        profiler.disable()
+        buf = io.StringIO()
+        pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(30)
+        Path(path).write_text(buf.getvalue())
+
+
+METHODS = {"halodb": measure_halodb, "limit": measure_limit, "naive": measure_naive, "dlt": measure_dlt}
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(argv[0])
+    if spec["phase"] == "setup":
+        result = setup(spec)
+    else:
+        result = METHODS[spec["method"]](spec)
+    result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
