@@ -81,6 +81,7 @@ class AzureADIntegration:
         out: list[Entity | Excluded] = []
         for row in rows:
             imported = import_list(row)
+            recorder = _Recorder(row["id"])
             for entity, kind in KINDS.items():
                 label = f"Azure AD '{row['name'] or row['id']}' {kind}"
                 if kind not in imported:
@@ -98,7 +99,7 @@ class AzureADIntegration:
                         match_fields=USER_MATCH_FIELDS if users else AGENT_MATCH_FIELDS,
                         deactivate=bool(row["deactivate_users"]),
                         prepare_options={"default_site": row["unmatchedusersite"]} if users else {},
-                        record_result=_recorder(row["id"]),
+                        record_result=recorder,
                     )
                 )
         return out
@@ -237,11 +238,23 @@ def _closures(engine: Engine, repo: Repository, oids: list[str]) -> Iterator[Sou
     yield from records
 
 
-def _recorder(connection_id: int):
-    def record(conn: Connection, when: dt.datetime | None, error: str | None) -> None:
-        azure.record_connection(conn, connection_id, when, error)
+class _Recorder:
+    """Last Sync / Last Error of one connection, shared by its entities within one run.
 
-    return record
+    The runner records each entity as it finishes; without sharing, a successful Agents run
+    would clear the error the Users run of the same connection has just recorded."""
+
+    def __init__(self, connection_id: int):
+        self.connection_id = connection_id
+        self.errors: list[str] = []
+
+    def __call__(self, conn: Connection, when: dt.datetime | None, error: str | None) -> None:
+        if error:
+            self.errors.append(error)
+        if self.errors:
+            azure.record_connection(conn, self.connection_id, None, "; ".join(self.errors))
+        else:
+            azure.record_connection(conn, self.connection_id, when, None)
 
 
 integration = AzureADIntegration()
