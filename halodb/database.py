@@ -89,7 +89,10 @@ def engine_for_url(url: str | URL, *, connect_timeout: int = 15, echo: bool = Fa
         kwargs["fast_executemany"] = True
         kwargs["connect_args"] = {"timeout": connect_timeout}
     elif backend == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": connect_timeout}
+        # No server-side prepared statements: after 5 runs psycopg would prepare the batch
+        # lookups, and PostgreSQL's generic plan for a 2,000-value IN list scans instead of
+        # probing the index (benchmarks/RESULTS.md: 96 of 129 s of a 100,000-user first load).
+        kwargs["connect_args"] = {"connect_timeout": connect_timeout, "prepare_threshold": None}
     elif backend == "sqlite":
         # Several scheduled instances may share one demo file: wait for the write lock.
         kwargs["connect_args"] = {"timeout": 30}
