@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -29,18 +30,25 @@ def _unavailable(backend: str, reason: str):
     pytest.skip(f"{backend} unavailable: {reason}")
 
 
-def _pg_schema_url():
-    """A fresh PostgreSQL schema per test, reached through search_path; dropped afterwards."""
+@contextmanager
+def fresh_pg_schema(prefix: str = "t"):
+    """A fresh PostgreSQL schema, reached through search_path: yields (name, URL string), drops
+    the schema afterwards. Unreachable PostgreSQL skips - or fails when it is required."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
-            name = f"t_{uuid.uuid4().hex[:12]}"
             conn.execute(text(f"CREATE SCHEMA {name}"))
     except Exception as err:  # noqa: BLE001 - any failure means "not reachable here"
         admin.dispose()
         _unavailable("postgresql", str(err).splitlines()[0])
     url = make_url(PG_ADMIN_URL).update_query_dict({"options": f"-csearch_path={name}"})
-    return url, admin, name
+    try:
+        yield name, url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -50,11 +58,8 @@ def db_url(request, tmp_path):
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'halo.db'}"
     elif backend == "postgresql":
-        url, admin, name = _pg_schema_url()
-        yield url.render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-        admin.dispose()
+        with fresh_pg_schema() as (_, url):
+            yield url
     else:
         mssql = os.environ.get("HALODB_TEST_MSSQL_URL")
         if not mssql:

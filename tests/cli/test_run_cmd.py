@@ -7,19 +7,18 @@ import datetime as dt
 import json
 import os
 import re
-import uuid
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 
 from halodb import demo, migrate
 from halodb.cli import main
+from tests.conftest import fresh_pg_schema
 from halodb.halo.schema import area, audit, control, device, site, users
 
-PG_ADMIN_URL = os.environ.get("HALODB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REQUIRED = {b.strip() for b in os.environ.get("HALODB_REQUIRE_BACKENDS", "").split(",") if b.strip()}
+from tests.conftest import PG_ADMIN_URL  # noqa: E402
 PASSWORD = "S3cret-Pw-123"
 TODAY_LOG = f"halodb-{dt.date.today():%Y-%m-%d}.log"
 
@@ -41,20 +40,8 @@ def synced(cli):
 @pytest.fixture
 def pg_schema():
     """A fresh PostgreSQL schema name (dropped afterwards)."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"cli_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE SCHEMA {name}"))
-    except Exception as err:  # noqa: BLE001 - any failure means "not reachable here"
-        admin.dispose()
-        if "postgresql" in REQUIRED:
-            pytest.fail(f"postgresql is required (HALODB_REQUIRE_BACKENDS) but unavailable: {str(err).splitlines()[0]}")
-        pytest.skip(f"postgresql unavailable: {str(err).splitlines()[0]}")
-    yield name
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-    admin.dispose()
+    with fresh_pg_schema("cli") as (name, _):
+        yield name
 
 
 def pg_url(schema, password=None, port=None):

@@ -4,22 +4,18 @@ a Halo fixture database on every backend, run through ``halodb.runner.run``."""
 from __future__ import annotations
 
 import json
-import os
-import uuid
 
 import pytest
 from sqlalchemy import create_engine, insert, select, text, update
-from sqlalchemy.engine import make_url
 
 from halodb import runner
+from tests.conftest import fresh_pg_schema
 from halodb.config import load_settings
 from halodb.halo import settings as halo_settings
 from halodb.halo.repository import keyed
 from halodb.halo.schema import sqlimport, users
 from tests.helpers import add_client_with_site
 
-PG_ADMIN_URL = os.environ.get("HALODB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REQUIRED = {b.strip() for b in os.environ.get("HALODB_REQUIRE_BACKENDS", "").split(",") if b.strip()}
 
 EMPLOYEES = [
     ("E1", "ana@contoso.example", "Ana", "Silva", "Head Office"),
@@ -66,23 +62,10 @@ def source(request, tmp_path):
         yield src
         src.engine.dispose()
         return
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"hr_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE SCHEMA {name}"))
-    except Exception as err:  # noqa: BLE001 - any failure means "not reachable here"
-        admin.dispose()
-        if "postgresql" in REQUIRED:
-            pytest.fail(f"postgresql is required (HALODB_REQUIRE_BACKENDS) but unavailable: {str(err).splitlines()[0]}")
-        pytest.skip(f"postgresql unavailable: {str(err).splitlines()[0]}")
-    url = make_url(PG_ADMIN_URL).update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
-    src = Source(url)
-    yield src
-    src.engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-    admin.dispose()
+    with fresh_pg_schema("hr") as (_, url):
+        src = Source(url)
+        yield src
+        src.engine.dispose()
 
 
 # -- helpers ----------------------------------------------------------------------------------
