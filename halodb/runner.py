@@ -113,7 +113,7 @@ def run(settings, options: RunOptions = RunOptions(), *, progress: Progress | No
                 if chosen:
                     report.skipped.append((name, "no entity enabled in appsettings.json" if not options.entity else f"entity {options.entity} not enabled in appsettings.json"))
                 continue
-            _run_integration(engine, sync, integration, wanted, report, options, lease_ttl)
+            _run_integration(engine, sync, integration, settings, wanted, report, options, lease_ttl)
         report.finished = utcnow()
         log.info("run finished: %d created, %d updated, %d deactivated, %d quarantined, exit code %d",
                  report.total("created"), report.total("updated"), report.total("deactivated"),
@@ -125,7 +125,8 @@ def run(settings, options: RunOptions = RunOptions(), *, progress: Progress | No
 
 
 def _run_integration(
-    engine: Engine, sync: SyncEngine, integration, wanted: list[str], report: RunReport, options: RunOptions, lease_ttl: dt.timedelta
+    engine: Engine, sync: SyncEngine, integration, settings, wanted: list[str], report: RunReport, options: RunOptions,
+    lease_ttl: dt.timedelta,
 ) -> None:
     name = integration.name
     owner = new_owner(report.instance)
@@ -136,7 +137,7 @@ def _run_integration(
             log.info("%s: not enabled for the integrator in Halo; skipped", name)
             return
         try:
-            declared = integration.entities(conn, None)
+            declared = integration.entities(conn, settings)
         except HalodbError as err:
             failed = EntityReport(name, "-", "-", name, status="failed", error=one_line(err))
             report.entities.append(failed)
