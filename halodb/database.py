@@ -80,8 +80,11 @@ def mssql_url(
     return URL.create("mssql+pyodbc", username=username or None, password=password or None, host=host, port=port, database=database, query=query)
 
 
-def engine_for_url(url: str | URL, *, connect_timeout: int = 15, echo: bool = False) -> Engine:
-    """An engine with the options each backend needs; nothing is connected yet."""
+def engine_for_url(url: str | URL, *, connect_timeout: int = 15, echo: bool = False, sqlite_wal: bool = True) -> Engine:
+    """An engine with the options each backend needs; nothing is connected yet.
+
+    ``sqlite_wal=False`` for someone else's SQLite file (a SQL import's source): WAL mode is a
+    lasting change to the file, only made to databases halodb writes."""
     url = make_url(url)
     backend = url.get_backend_name()
     kwargs: dict = {"pool_pre_ping": True, "echo": echo}
@@ -98,13 +101,18 @@ def engine_for_url(url: str | URL, *, connect_timeout: int = 15, echo: bool = Fa
         kwargs["connect_args"] = {"timeout": 30}
     engine = create_engine(url, **kwargs)
     if backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_unicode_lower)
+        if sqlite_wal:
+            event.listen(engine, "connect", _sqlite_wal)
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_unicode_lower(dbapi_conn, _record) -> None:
     # SQLite's own lower() folds ASCII only; match keys must fold "Żabka" like SQL Server does.
     dbapi_conn.create_function("lower", 1, lambda s: s.lower() if isinstance(s, str) else s, deterministic=True)
+
+
+def _sqlite_wal(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
     cur.close()

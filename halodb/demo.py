@@ -10,15 +10,14 @@ import sqlite3
 from pathlib import Path
 
 from openpyxl import Workbook
-from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 
 from halodb import migrate
 from halodb.database import engine_for_url
 from halodb.errors import UsageError
 from halodb.halo import settings as halo_settings
+from halodb.halo import fixture
 from halodb.halo.fixture import create_halo_fixture
-from halodb.halo.schema import area, field, importcsv, site, sqlimport, typeinfo, uname, users, xtype
 
 HALO_URL = "https://halo.demo.local"
 
@@ -99,28 +98,16 @@ def create(folder: Path, database_url: str | None = None) -> Path:
 
 def _seed(engine: Engine, sheets: dict[str, Path], hr_url: str) -> None:
     with engine.begin() as conn:
-        site_ids = {}
-        for name, website, site_names in CLIENTS:
-            client_id = conn.execute(insert(area).returning(area.c.id), {"name": name, "website": website}).scalar_one()
-            for site_name in site_names:
-                site_ids[(name, site_name)] = conn.execute(insert(site).returning(site.c.id), {"name": site_name, "client_id": client_id}).scalar_one()
-        conn.execute(insert(uname), [{"name": n, "email": e, "isdisabled": False, "isapiagent": False} for n, e in AGENTS])
+        sites = fixture.add_clients(conn, CLIENTS)
+        fixture.add_agents(conn, AGENTS)
         # A user who already exists in Halo: the SQL import adopts her by email, no duplicate.
-        head_office = site_ids[("Contoso Ltd", "Head Office")]
-        conn.execute(insert(users), {"name": "Ana Silva", "emailaddress": "ana.silva@contoso.example", "site_id": head_office, "client_id": conn.execute(site.select().where(site.c.id == head_office)).first().client_id})
-        for type_name, field_names in ASSET_TYPES.items():
-            type_id = conn.execute(insert(xtype).returning(xtype.c.id), {"name": type_name}).scalar_one()
-            for seq, field_name in enumerate(field_names, start=1):
-                field_id = conn.execute(insert(field).returning(field.c.id), {"name": field_name, "kind": "T"}).scalar_one()
-                conn.execute(insert(typeinfo), {"assettype_id": type_id, "seq": seq, "field_id": field_id, "kind": "T"})
-        conn.execute(
-            insert(importcsv),
-            [{"name": f"Demo {kind}", "type": kind, "filepath": str(path), "matching_field": None, "integrator_enabled": True} for kind, path in sheets.items()],
+        head_office, contoso = sites[("Contoso Ltd", "Head Office")]
+        fixture.add_user(conn, name="Ana Silva", emailaddress="ana.silva@contoso.example", site_id=head_office, client_id=contoso)
+        fixture.add_asset_types(conn, ASSET_TYPES)
+        fixture.add_spreadsheet_imports(conn, {kind: str(path) for kind, path in sheets.items()})
+        fixture.add_sql_import(
+            conn, name="HR employees", table="users", sql=HR_QUERY, keyfield="emailaddress", defaultsite=head_office, sqlserver=hr_url
         )
-        conn.execute(insert(sqlimport), {
-            "name": "HR employees", "table": "users", "sql": HR_QUERY, "keyfield": "emailaddress", "defaultsite": head_office,
-            "sqlserver": hr_url, "integrator_enabled": True,
-        })  # fmt: skip
         for integration in ("Spreadsheet", "SqlImport"):
             halo_settings.set_enabled(conn, integration, True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,10 +11,12 @@ import click
 
 from halodb import logs, runner
 from halodb.cli import main
-from halodb.cli.output import as_json, integrations_table, run_report, validation_report
+from halodb.cli.output import as_json, integrations_table, run_report, status_report, validation_report
 from halodb.config import load_settings
 from halodb.database import engine_from_settings
-from halodb.validate import integration_rows, validate
+from halodb.status import status
+from halodb.sync.engine import utcnow
+from halodb.validate import Validation, integration_rows, validate
 
 config_option = click.option(
     "--config", "config_path", default="appsettings.json", show_default=True, type=click.Path(dir_okay=True),
@@ -108,8 +111,6 @@ def integrations_command(config_path, as_json_output) -> None:
     engine = engine_from_settings(settings)
     try:
         runner.prepare_database(engine, runner.enabled_integrations(settings))
-        from halodb.validate import Validation
-
         result = Validation(integrations=integration_rows(engine, settings))
     finally:
         engine.dispose()
@@ -122,12 +123,6 @@ def integrations_command(config_path, as_json_output) -> None:
 @click.option("--json", "as_json_output", is_flag=True, help="Print the status as JSON.")
 def status_command(config_path, stale_hours, as_json_output) -> None:
     """Instances, last runs, current lock holders, dead runs and stale entities."""
-    import datetime as dt
-
-    from halodb.cli.output import status_report
-    from halodb.status import status
-    from halodb.sync.engine import utcnow
-
     settings = load_settings(config_path)
     engine = engine_from_settings(settings)
     try:

@@ -4,6 +4,7 @@ a Halo fixture database on every backend, run through ``halodb.runner.run``."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 from sqlalchemy import create_engine, insert, select, text, update
@@ -308,3 +309,21 @@ def test_query_without_the_key_column(halo, db_url, tmp_path, source, sites):
     add_import(halo, source.url, sql="SELECT first_name AS firstname FROM employees")
     result = only(run(write_config(tmp_path, db_url)))
     assert result.status == "failed" and "no column 'emailaddress'" in result.error
+
+
+def test_rows_without_a_key_are_each_quarantined_as_empty(halo, db_url, tmp_path, source, sites):
+    source.execute("UPDATE employees SET email = NULL WHERE employee_no IN ('E1', 'E2')")
+    add_import(halo, source.url, sql=QUERY + " ORDER BY employee_no", defaultsite=sites["Head Office"])
+    result = only(run(write_config(tmp_path, db_url)))
+    assert result.quarantined == 2
+    assert sorted(reason for _, reason in result.quarantine) == ["row 1: emailaddress is empty", "row 2: emailaddress is empty"]
+
+
+def test_a_sqlite_source_is_left_in_its_own_journal_mode(halo, db_url, tmp_path, sites):
+    path = tmp_path / "hr.db"
+    src = Source(f"sqlite:///{path}")
+    src.engine.dispose()
+    add_import(halo, src.url, defaultsite=sites["Head Office"])
+    assert only(run(write_config(tmp_path, db_url))).created == 4
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

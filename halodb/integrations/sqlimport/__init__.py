@@ -82,7 +82,7 @@ def _reader(row: dict, entity: str, keyfield: str, label: str):
         if first_word not in ("SELECT", "WITH"):
             raise IntegrationFailed(f"{label}: the query must be a SELECT")
         try:
-            source = engine_for_url(external_url(row), connect_timeout=timeout)
+            source = engine_for_url(external_url(row), connect_timeout=timeout, sqlite_wal=False)
         except (ArgumentError, NoSuchModuleError) as err:
             raise IntegrationFailed(f"{label}: bad external database URL ({err})") from None
         try:
@@ -110,13 +110,15 @@ def _rows(conn: Connection, sql: str, entity: str, keyfield: str, label: str):
     usable = [c for c in columns if c != keyfield or keyfield in fields.allowed_columns(entity)]
     if entity != "Assets":  # other asset columns are the asset type's fields
         check_columns(label, usable, fields.allowed_columns(entity))
+    number = 0
     for chunk in result.partitions(_FETCH):
         for values in chunk:
+            number += 1
             record = dict(zip(columns, values))
             key = fields.source_key(entity, record, keyfield)
             record = {c: record[c] for c in usable}
-            if key is None:
-                yield SourceRecord(f"(no {keyfield})", record, error=f"{keyfield} is empty")
+            if key is None:  # keyed by row number, so two such rows are not reported as duplicates
+                yield SourceRecord(f"(row {number})", record, error=f"row {number}: {keyfield} is empty")
             else:
                 yield SourceRecord(key, record)
 
