@@ -1,14 +1,18 @@
 """The database layer: an SQLAlchemy engine for the Halo database, from appsettings.json.
 
 Production is SQL Server through pyodbc: the URL is built with ``URL.create`` from the five
-fields (named instances ``HOST\\INSTANCE``; the ODBC driver detected - Driver 18, 17, then
-FreeTDS - unless ``Database.Driver`` names one). ``Database.Url`` takes any SQLAlchemy URL
-instead: the embedded SQLite demo, or PostgreSQL for development.
+fields (``host``, ``host,port``, ``tcp:host,port`` or a named instance ``HOST\\INSTANCE``; the
+ODBC driver detected - Driver 18, 17, then FreeTDS - unless ``Database.Driver`` names one, by its
+registered name or by the path of the driver library). With no ``Database.Username`` the
+connection uses Windows integrated authentication (``Trusted_Connection=Yes``), which halodb
+allows only when it runs on Windows (see ``settings_url``). ``Database.Url`` takes any SQLAlchemy
+URL instead: the embedded SQLite demo, or PostgreSQL for development.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import time
@@ -19,7 +23,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from halodb.errors import DatabaseUnreachable
+from halodb.errors import ConfigError, DatabaseUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,11 @@ PREFERRED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Se
 # "database unavailable / busy / resource limit" family.
 TRANSIENT_MSSQL_ERRORS = {1205, 1222, 1204, 4060, 40613, 40197, 40501, 40540, 40143, 10928, 10929, 233, 64, 10053, 10054, 10060}
 TRANSIENT_SQLSTATES = {"08S01", "08001", "HYT00", "HYT01", "40001", "40P01", "55P03", "57P01"}
+# 08001 ("cannot connect") is mostly a server restarting or failing over - except when the TLS
+# handshake refused the certificate, which no retry fixes.
+NEVER_TRANSIENT = re.compile(r"certificate|SSL Provider", re.I)
+# A Database.Driver that names a file (the driver library) rather than a registered driver name.
+_DRIVER_PATH = re.compile(r"[/\\]|\.(so(\.\d+)*|dll|dylib)$", re.I)
 
 T = TypeVar("T")
 
@@ -54,6 +63,11 @@ def detect_driver(available: list[str] | None = None) -> str:
     )
 
 
+def is_driver_path(driver: str) -> bool:
+    """Whether ``Database.Driver`` is the path of a driver library rather than a registered name."""
+    return bool(_DRIVER_PATH.search(driver.strip()))
+
+
 def mssql_url(
     *,
     server: str,
@@ -64,20 +78,44 @@ def mssql_url(
     encrypt: str | None = None,
     trust_server_certificate: bool | None = None,
 ) -> URL:
-    """An ``mssql+pyodbc`` URL. ``server`` may be ``host``, ``host,port`` or ``host\\INSTANCE``."""
-    driver = driver or detect_driver()
+    """An ``mssql+pyodbc`` URL. ``server`` may be ``host``, ``host,port``, ``tcp:host,port`` or
+    ``host\\INSTANCE`` (``host\\INSTANCE,port`` skips the SQL Browser lookup).
+
+    ``driver``: a registered ODBC driver name, or the path of the driver library (``.so``/``.dll``),
+    which ODBC accepts in ``DRIVER=`` as well; a path that does not exist fails here. No
+    ``username``: SQLAlchemy's pyodbc dialect adds ``Trusted_Connection=Yes`` (integrated
+    authentication: the Windows account, or a Kerberos ticket with the Microsoft driver elsewhere).
+    """
+    driver = (driver or "").strip() or detect_driver()
+    if is_driver_path(driver) and not os.path.isfile(driver):
+        raise DatabaseUnreachable(
+            f"ODBC driver file not found: {driver}",
+            hint="Database.Driver takes an installed driver's name (e.g. 'ODBC Driver 18 for SQL Server') or the path of its library",
+        )
+    server = server.strip()
+    if server[:4].lower() == "tcp:":  # ODBC's protocol prefix; TCP is what the Linux drivers speak anyway
+        server = server[4:]
     host, port = server, None
     if "," in server:  # SQL Server's own host,port spelling
         host, _, port_text = server.partition(",")
-        port = int(port_text)
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"Database.Server: {port_text.strip()!r} is not a port number (expected host,port)") from None
     query = {"driver": driver}
     if encrypt:
         query["Encrypt"] = encrypt
     if trust_server_certificate is not None:
         query["TrustServerCertificate"] = "yes" if trust_server_certificate else "no"
-    if "freetds" in driver.lower():
+    if is_freetds(driver):
         query["TDS_Version"] = "7.4"
     return URL.create("mssql+pyodbc", username=username or None, password=password or None, host=host, port=port, database=database, query=query)
+
+
+def is_freetds(driver: str) -> bool:
+    """FreeTDS by its registered name or its library (``libtdsodbc.so``)."""
+    low = driver.lower()
+    return "freetds" in low or "tdsodbc" in low
 
 
 def engine_for_url(url: str | URL, *, connect_timeout: int = 15, echo: bool = False, sqlite_wal: bool = True) -> Engine:
@@ -118,82 +156,193 @@ def _sqlite_wal(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def engine_from_settings(settings) -> Engine:
-    """The engine ``appsettings.json`` describes (``Database.Url`` or the five fields)."""
+def settings_url(settings, *, platform: str | None = None) -> URL | str:
+    """The URL ``appsettings.json`` describes: ``Database.Url``, or one built from the fields.
+
+    No ``Database.Username`` means Windows integrated authentication, which halodb offers only on
+    Windows (``platform`` is ``os.name``; a parameter for tests). Elsewhere the Microsoft driver
+    would try Kerberos, which needs a ticket cache kept fresh outside halodb (kinit, a keytab,
+    krb5.conf): an unattended job that fails once the ticket expires. Whoever has set that up
+    can still ask for it explicitly with a ``Database.Url`` without a user name."""
     db = settings.database
     url = settings.database_url_resolved()
-    if url is None:
-        url = mssql_url(
-            server=db.server,
-            database=db.name,
-            username=db.username,
-            password=db.password.get_secret_value() if hasattr(db.password, "get_secret_value") else db.password,
-            driver=db.driver,
-            encrypt=db.encrypt,
-            trust_server_certificate=db.trust_server_certificate,
-        )
-    return engine_for_url(url, connect_timeout=db.connect_timeout or 15)
+    if url is not None:
+        return url
+    password = db.password.get_secret_value() if hasattr(db.password, "get_secret_value") else db.password
+    if not (db.username or "").strip():
+        if (platform or os.name) != "nt":
+            raise ConfigError(
+                "Database.Username is empty: Windows integrated authentication works only when halodb runs on Windows",
+                hint="set Database.Username and Database.Password, or a Database.Url",
+            )
+        password = None  # Trusted_Connection: a password alone means nothing
+    return mssql_url(
+        server=db.server,
+        database=db.name,
+        username=db.username,
+        password=password,
+        driver=db.driver,
+        encrypt=db.encrypt,
+        trust_server_certificate=db.trust_server_certificate,
+    )
+
+
+def engine_from_settings(settings) -> Engine:
+    """The engine ``appsettings.json`` describes (``Database.Url`` or the five fields)."""
+    return engine_for_url(settings_url(settings), connect_timeout=settings.database.connect_timeout or 15)
 
 
 def is_transient(err: BaseException) -> bool:
     """Whether a database error is worth retrying: deadlocks, timeouts, dropped links, throttling."""
+    orig = getattr(err, "orig", err)
+    message = str(orig)
+    if NEVER_TRANSIENT.search(message):
+        return False
     if isinstance(err, DBAPIError) and err.connection_invalidated:
         return True
-    orig = getattr(err, "orig", err)
     sqlstate = getattr(orig, "sqlstate", None)  # psycopg
     if sqlstate is None and getattr(orig, "args", None):
         first = orig.args[0]
         sqlstate = first if isinstance(first, str) and len(first) == 5 else None  # pyodbc
     if sqlstate in TRANSIENT_SQLSTATES:
         return True
-    numbers = {int(n) for n in re.findall(r"\((\d+)\)", str(orig))}  # pyodbc: "... (1205) (SQLExecDirectW)"
-    if numbers & TRANSIENT_MSSQL_ERRORS:
+    if mssql_error_numbers(message) & TRANSIENT_MSSQL_ERRORS:
         return True
-    return "database is locked" in str(orig)  # SQLite writer contention
+    return "database is locked" in message  # SQLite writer contention
+
+
+# pyodbc ends each diagnostic record with the native error number: "... (1205) (SQLExecDirectW)",
+# further records joined with "; ". Only that position counts: "The duplicate key value is (1205)."
+# inside a message is data, not an error number.
+_NATIVE_ERROR = re.compile(r"\((-?\d+)\)(?=\s*(?:\(SQL\w+\)|;|['\")]*$))")
+
+
+def mssql_error_numbers(message: str) -> set[int]:
+    """SQL Server's native error numbers in a pyodbc message: ``... was deadlocked ... (1205) (SQLExecDirectW)``."""
+    return {int(n) for n in _NATIVE_ERROR.findall(message)}
 
 
 def connect_check(engine: Engine, attempts: int = 3, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Prove the database answers; retry transient failures with backoff, then explain in one line."""
-    with_retry(lambda: _ping(engine), attempts=attempts, sleep=sleep)
+    """Prove the database answers, or raise ``DatabaseUnreachable`` with a one-line explanation.
 
-
-def _ping(engine: Engine) -> None:
+    Transient failures are retried with backoff - except connection failures (``OperationalError``:
+    server down, not found, timed out), where each try may already have waited the whole login
+    timeout: those are explained at once."""
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with_retry(lambda: _ping(engine), attempts=attempts, sleep=sleep, retry_if=_retry_connect)
     except DBAPIError as err:
-        if is_transient(err) and not isinstance(err, OperationalError):
-            raise
         raise DatabaseUnreachable(explain_connect_error(err, engine.url)) from None
 
 
-def with_retry(work: Callable[[], T], *, attempts: int = 3, sleep: Callable[[float], None] = time.sleep) -> T:
-    """Run ``work``; retry transient database errors with capped exponential backoff and jitter."""
+def _ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _retry_connect(err: DBAPIError) -> bool:
+    return is_transient(err) and not isinstance(err, OperationalError)
+
+
+def with_retry(
+    work: Callable[[], T],
+    *,
+    attempts: int = 3,
+    sleep: Callable[[float], None] = time.sleep,
+    retry_if: Callable[[DBAPIError], bool] = is_transient,
+    jitter: Callable[[], float] = random.random,
+) -> T:
+    """Run ``work``; retry transient database errors with capped exponential backoff and jitter.
+
+    The n-th retry waits ``min(30, 0.5 * 2**n)`` seconds times a random factor in [0.5, 1.5), so
+    several instances that failed together do not retry in step. After ``attempts`` tries the
+    last error is raised."""
     for attempt in range(1, attempts + 1):
         try:
             return work()
         except DBAPIError as err:
-            if attempt == attempts or not is_transient(err):
+            if attempt == attempts or not retry_if(err):
                 raise
-            delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
-            log.warning("transient database error, retrying in %.1fs: %s", delay, str(err.orig).splitlines()[0])
+            delay = min(30.0, 0.5 * 2**attempt) * (0.5 + jitter())
+            log.warning("transient database error, retrying in %.1fs: %s", delay, (str(err.orig).splitlines() or [""])[0])
             sleep(delay)
     raise AssertionError("unreachable")
 
 
+def driver_description(engine: Engine) -> str:
+    """What ``halodb validate`` names: the ODBC driver for SQL Server, the DBAPI module otherwise."""
+    driver = engine.url.query.get("driver")
+    if engine.dialect.name == "mssql" and driver:
+        return f"ODBC driver {driver}"
+    dbapi = getattr(engine.dialect, "dbapi", None)
+    name = (getattr(dbapi, "__name__", None) or engine.dialect.driver).split(".")[0]  # sqlite3.dbapi2 -> sqlite3
+    version = None if name == "sqlite3" else getattr(dbapi, "__version__", None)  # sqlite3's own is a stale 2.6.0
+    return f"DBAPI {name}" + (f" {version}" if isinstance(version, str) else "")
+
+
+# What a failed connection's message says -> what to check. First match wins: 4060's text also
+# says "The login failed", and a certificate failure also carries SQLSTATE 08001.
+_CONNECT_ERRORS: list[tuple[re.Pattern, str]] = [
+    (
+        re.compile(r"\bIM002\b|data source name not found|no default driver specified", re.I),
+        "the ODBC driver {driver} is not installed{installed}: install 'ODBC Driver 18 for SQL Server' (msodbcsql18) or set Database.Driver",
+    ),
+    (
+        re.compile(r"can't open lib|file not found.*SQLDriverConnect", re.I),
+        "the ODBC driver {driver} cannot be loaded (its library or a library it needs is missing): reinstall the driver or fix Database.Driver",
+    ),
+    (
+        re.compile(r"\(4060\)|cannot open database .* requested by the login|database \".*\" does not exist", re.I),
+        "the database {database} does not exist or this login may not open it: check Database.Name and the login's access to it",
+    ),
+    (
+        re.compile(r"\(18456\)|login failed|password authentication failed", re.I),
+        "login failed: check Database.Username and Database.Password (and that the server allows SQL logins)",
+    ),
+    (
+        re.compile(r"certificate|SSL Provider", re.I),
+        "the server's TLS certificate is not trusted: install a certificate the client trusts, or set Database.TrustServerCertificate (or Database.Encrypt)",
+    ),
+    (
+        re.compile(r"unable to open database file", re.I),
+        "cannot open the SQLite file: check the path in Database.Url",
+    ),
+    (
+        re.compile(
+            r"TCP Provider|Named Pipes Provider|not found or (was )?not accessible|server not found|"
+            r"login timeout expired|timeout expired|could not open a connection|could not translate host|"
+            r"name or service not known|connection refused|could not connect|\b08001\b",
+            re.I,
+        ),
+        "server not found or not answering: check Database.Server (host, host,port or host\\INSTANCE), that SQL Server accepts TCP connections, and the firewall",
+    ),
+]
+
+
 def explain_connect_error(err: DBAPIError, url: URL) -> str:
     """One line that says what went wrong connecting and what to check."""
-    text_ = str(getattr(err, "orig", err))
+    orig = getattr(err, "orig", err)
+    text_ = str(orig)
+    args = getattr(orig, "args", ())
+    if len(args) == 2 and all(isinstance(a, str) for a in args):  # pyodbc: (SQLSTATE, message)
+        text_ = args[1]
     where = url.render_as_string(hide_password=True)
-    low = text_.lower()
-    if "login failed" in low or "password authentication failed" in low:
-        reason = "login failed: check Database.Username and Database.Password"
-    elif "certificate" in low:
-        reason = "the server's TLS certificate is not trusted: install a trusted certificate or set Database.TrustServerCertificate"
-    elif "unable to open database file" in low:
-        reason = "cannot open the SQLite file: check the path in Database.Url"
-    elif any(s in low for s in ("server not found", "could not translate host", "name or service not known", "login timeout", "connection refused", "could not connect", "timeout expired")):
-        reason = "server not found or not answering: check Database.Server (host, host,port or host\\INSTANCE) and the firewall"
-    else:
-        reason = text_.strip().splitlines()[0] if text_.strip() else type(err).__name__
-    return f"cannot connect to {where}: {reason}"
+    fields = {
+        "driver": repr(url.query.get("driver") or url.drivername),
+        "database": repr(url.database or ""),
+        "installed": _installed_drivers(),
+    }
+    for pattern, reason in _CONNECT_ERRORS:
+        if pattern.search(text_):
+            return f"cannot connect to {where}: {reason.format(**fields)}"
+    lines = [line for line in text_.strip().splitlines() if line.strip()]
+    return f"cannot connect to {where}: {lines[0] if lines else type(err).__name__}"
+
+
+def _installed_drivers() -> str:
+    try:
+        import pyodbc
+
+        names = [n for n in pyodbc.drivers() if "sql server" in n.lower() or "tds" in n.lower()]
+    except ImportError:
+        return ""
+    return f" (installed: {', '.join(names)})" if names else " (no SQL Server ODBC driver is installed)"
