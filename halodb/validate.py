@@ -1,8 +1,9 @@
 """``halodb validate``: prove the configuration, the connection and the built-in API work.
 
 Steps, each reported even when an earlier one fails where that makes sense: configuration →
-connection → Halo schema → halodb migration state → a read through the built-in API → the
-integrations with their state in Halo and here.
+connection (naming the ODBC driver or DBAPI used) → Halo schema → triggers on the Halo tables
+halodb writes → halodb migration state → a read through the built-in API → the integrations with
+their state in Halo and here.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from halodb import migrate
-from halodb.database import connect_check, engine_from_settings
+from halodb.database import connect_check, driver_description, engine_from_settings
 from halodb.errors import HalodbError
 from halodb.halo import REPOSITORIES
 from halodb.halo import settings as halo_settings
 from halodb.halo.preflight import missing_schema
+from halodb.halo.triggers import WRITTEN_TABLES, tables_with_triggers
 from halodb.integrations import REGISTRY
 
 
@@ -74,7 +77,7 @@ def validate(settings, engine: Engine | None = None) -> Validation:
         target = settings.database_url_resolved() or f"{settings.database.server}/{settings.database.name}"
         result.checks.append(Check("configuration", True, f"{settings.source_path or 'settings'} (instance database {_mask(target)})"))
         connect_check(engine)
-        result.checks.append(Check("connection", True, f"connected ({engine.dialect.name}{_driver(engine)})"))
+        result.checks.append(Check("connection", True, f"connected ({engine.dialect.name}, {driver_description(engine)})"))
     except HalodbError as err:
         result.checks.append(Check("connection", False, str(err)))
         result.exit_code = err.exit_code
@@ -86,6 +89,7 @@ def validate(settings, engine: Engine | None = None) -> Validation:
             result.exit_code = 3
             return result
         result.checks.append(Check("halo schema", True, "every table and column halodb uses is present"))
+        result.checks.append(trigger_check(engine))
         current, head = migrate.current(engine), migrate.head()
         state = "up to date" if current == head else f"at {current or 'nothing'}, {head} pending (applied by the next run or 'halodb db upgrade')"
         result.checks.append(Check("halodb tables", True, f"revision {current or '-'}: {state}"))
@@ -112,9 +116,19 @@ def validate(settings, engine: Engine | None = None) -> Validation:
             engine.dispose()
 
 
-def _driver(engine: Engine) -> str:
-    driver = engine.url.query.get("driver")
-    return f", driver {driver}" if driver else ""
+def trigger_check(engine: Engine) -> Check:
+    """Which Halo tables halodb writes carry triggers. Not a failure: SQL Server refuses
+    ``OUTPUT inserted`` on such a table, so halodb reads the ids it inserted back by key there."""
+    try:
+        with engine.connect() as conn:
+            found = tables_with_triggers(conn, WRITTEN_TABLES)
+    except DBAPIError as err:
+        first = (str(err.orig).strip().splitlines() or [type(err).__name__])[0]
+        return Check("halo triggers", False, f"could not read the triggers: {first}")
+    if not found:
+        return Check("halo triggers", True, "none on the tables halodb writes")
+    names = ", ".join(sorted(found))
+    return Check("halo triggers", True, f"on {names}: halodb reads inserted ids back by key there instead of OUTPUT inserted")
 
 
 def _mask(target: str) -> str:

@@ -27,7 +27,7 @@ from halodb.halo.fixture import INTEGRATOR_AGENT, seed
 from halodb.halo.repository import Repository, WriteContext
 from halodb.state.locks import MSSQL_TRY_LOCK, MSSQL_UNLOCK, Lease
 from halodb.status import status
-from halodb.halo import azure
+from halodb.halo import azure, triggers
 from sqlalchemy.dialects import mssql as mssql_dialect
 from halodb.halo.schema import area, create_fixture_schema, device, field, importcsv, info, site, sqlimport, typeinfo, users, xtype
 from halodb.state import changes as change_log
@@ -216,6 +216,7 @@ def run_scenario(engine) -> dict:
         facts["state_after"] = halo_settings.integration_state(conn, "SqlImport")
         facts["agent"] = halo_settings.integrator_agent(conn)
         facts["halo_url"] = halo_settings.halo_url(conn)
+        facts["triggers"] = triggers.tables_with_triggers(conn, triggers.WRITTEN_TABLES)  # what `halodb validate` asks
         halo_settings.mark_db_integrator_success(conn, True)
         facts["sql_imports"] = imports.sql_imports(conn)
         facts["sheet_imports"] = imports.spreadsheet_imports(conn)
@@ -305,6 +306,7 @@ def test_scenario_reached_every_path(scenario):
     assert facts["agent"].id == INTEGRATOR_AGENT and facts["halo_url"] == "https://halo.example.com"
     assert facts["revision"] == facts["revision_after"] == migrate.head()
     assert facts["lease"] == (None, True, True)
+    assert facts["triggers"] == set()
     assert facts["status"].entities and not facts["status"].locks
 
 
@@ -461,3 +463,12 @@ def test_sql_server_lock_statements_are_tsql(stmt):
     literal = str(bound.compile(dialect=mssql_dialect.dialect(), compile_kwargs={"literal_binds": True}))
     sql = tsql.check_tsql(text(literal))
     assert "@LockOwner = 'Session'" in sql and "N'halodb:SqlImport/1/Users'" in sql
+
+
+def test_trigger_query_is_tsql():
+    """The scenario runs the SQLite form of the trigger lookup; SQL Server gets its own query on
+    sys.triggers/sys.tables, checked here with the table names ``halodb validate`` asks about."""
+    sql = tsql.check_tsql(triggers.mssql_query(triggers.WRITTEN_TABLES))
+    assert "FROM sys.triggers JOIN sys.tables ON sys.triggers.parent_id = sys.tables.object_id" in sql
+    assert "sys.triggers.is_disabled = 0" in sql and "schema_id()" in sql
+    assert "sys.tables.name IN (N'area', N'site', N'users'" in sql

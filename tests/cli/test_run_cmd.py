@@ -73,10 +73,11 @@ def test_validate_prints_every_check(synced, tmp_path):
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[:7] == [
+    assert lines[:8] == [
         f"ok    configuration: {tmp_path / 'demo' / 'appsettings.json'} (instance database sqlite:///{tmp_path / 'demo' / 'halo.db'})",
-        "ok    connection: connected (sqlite)",
+        "ok    connection: connected (sqlite, DBAPI sqlite3)",
         "ok    halo schema: every table and column halodb uses is present",
+        "ok    halo triggers: none on the tables halodb writes",
         f"ok    halodb tables: revision {migrate.head()}: up to date",
         "ok    built-in API: 4 clients, 5 sites, 11 users, 4 agents",
         "ok    integrator agent: Halo Integrator (id 2), API-only agent",
