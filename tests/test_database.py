@@ -499,3 +499,50 @@ def test_validate_names_the_driver(tmp_path):
 def test_engine_from_settings_without_username_refuses_here():
     with pytest.raises(ConfigError):
         database.engine_from_settings(_settings(username=None))
+
+
+# -- the SQL Server test fixture (tests/conftest.py) -----------------------------------------------
+
+
+def test_docker_detection_does_not_hang_on_a_silent_daemon(monkeypatch):
+    """A DOCKER_HOST that accepts connections but never answers costs the timeout, no more."""
+    import socket
+    import time
+
+    from tests.conftest import _docker_unavailable
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        assert _docker_unavailable(timeout=1.0)
+        assert time.monotonic() - started < 5
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")  # nothing listens: refused at once
+    assert _docker_unavailable(timeout=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("required", [False, True], ids=["skips", "fails-when-required"])
+def test_mssql_without_a_server_skips_with_one_line_or_fails_when_required(required):
+    """No HALODB_TEST_MSSQL_URL and no Docker daemon: the mssql cases skip with one reason, or
+    fail when HALODB_REQUIRE_BACKENDS names mssql."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HALODB_TEST_MSSQL_URL", "HALODB_REQUIRE_BACKENDS")}
+    env["DOCKER_HOST"] = "tcp://127.0.0.1:1"
+    if required:
+        env["HALODB_REQUIRE_BACKENDS"] = "mssql"
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_validate.py", "-k", "mssql"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    reason = "no SQL Server: set HALODB_TEST_MSSQL_URL or run a Docker daemon (DockerException)"
+    if required:
+        assert result.returncode == 1, result.stdout
+        assert f"mssql is required (HALODB_REQUIRE_BACKENDS) but unavailable: {reason}" in result.stdout
+    else:
+        assert result.returncode == 0, result.stdout
+        skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+        assert skips and all(line.endswith(f"mssql unavailable: {reason}") for line in skips), result.stdout

@@ -378,3 +378,12 @@ def test_workflow_connection_urls_match_the_services(workflow):
     runs = _run_steps(jobs["mssql"])
     assert any("ACCEPT_EULA=Y" in run and "msodbcsql18" in run for run in runs)
     assert any("CREATE DATABASE" in run for run in runs), "the test database must be created before the tests"
+
+
+def test_testcontainers_fixture_runs_what_ci_and_compose_run(workflow, compose):
+    """Where Docker runs, tests/conftest.py starts the same image and connects with the same driver."""
+    from tests import conftest
+
+    assert conftest.MSSQL_IMAGE == MSSQL_IMAGE == compose["services"]["mssql"]["image"]
+    ci = make_url(_job_env(workflow, workflow["jobs"]["mssql"])["HALODB_TEST_MSSQL_URL"])
+    assert conftest.MSSQL_DRIVER == ci.query["driver"] == "ODBC Driver 18 for SQL Server"
