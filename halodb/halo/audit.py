@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
+from halodb import bulk
 from halodb.halo.schema import audit
 
 if TYPE_CHECKING:
@@ -40,4 +40,4 @@ def row(table_name: str, record_id: int, field: str, old: Any, new: Any, ctx: "W
 def write(conn: Connection, rows: Sequence[dict]) -> None:
     """Insert audit rows in one executemany (no ids needed back)."""
     if rows:
-        conn.execute(insert(audit), list(rows))
+        bulk.insert_rows(conn, audit, rows)

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Boolean, DateTime, Integer, SmallInteger, Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from halodb import bulk
 from halodb.errors import RecordError
 from halodb.halo import audit
 
@@ -168,8 +169,24 @@ class Repository:
         # an explicit NULL that a NOT NULL flag would refuse.
         defaults = {k: _scalar_default(self.table.c[k]) for k in keys}
         params = [{k: r.get(k, defaults[k]) for k in keys} for r in stamped]
+        if conn.dialect.name == "postgresql":
+            return self._insert_by_copy(conn, params)
+        # SQL Server: INSERT … OUTPUT inserted.id in pages under the 2,100-parameter limit, the
+        # ids sorted back into parameter order by SQLAlchemy; SQLite: INSERT … RETURNING.
         stmt = insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
         return [row[0] for row in conn.execute(stmt, params)]
+
+    def _insert_by_copy(self, conn: Connection, params: list[dict]) -> list[int]:
+        """PostgreSQL: take the ids from the table's sequence first, then COPY rows that carry them.
+
+        Each row's id is known before it is written, so nothing has to be read back or sorted, and
+        the rows stream in one COPY instead of pages of multi-row INSERT … RETURNING."""
+        id_col = self.table.c.id
+        sequence = func.pg_get_serial_sequence(self.table.fullname, id_col.name)
+        series = func.generate_series(1, len(params)).table_valued("n")
+        ids = list(conn.execute(select(func.nextval(sequence)).select_from(series)).scalars())
+        bulk.copy_rows(conn, self.table, [{"id": i, **p} for i, p in zip(ids, params)])
+        return ids
 
     def update(
         self, conn: Connection, changes: Sequence[tuple[int, Sequence[FieldChange]]], ctx: WriteContext

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from halodb import bulk
 from halodb.state.tables import change
 
 _MAX = 4000
@@ -32,8 +33,9 @@ def _text(value: Any) -> str | None:
 def write(conn: Connection, run_id: int, changes: Sequence[Change]) -> None:
     """Store one batch of changes."""
     if changes:
-        conn.execute(
-            insert(change),
+        bulk.insert_rows(
+            conn,
+            change,
             [{"run_id": run_id, "action": c.action, "halo_table": c.halo_table, "halo_id": c.halo_id,
               "source_key": c.source_key, "field": c.field, "old_value": _text(c.old), "new_value": _text(c.new)}
              for c in changes],

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from halodb import bulk
 from halodb.halo.repository import chunks
 from halodb.state.scope import Scope
 from halodb.state.tables import link
@@ -50,8 +51,9 @@ def claimed(conn: Connection, scope: Scope, halo_ids: Iterable[int]) -> set[int]
 def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], run_id: int) -> None:
     """New links from (source key, Halo id, row hash)."""
     if rows:
-        conn.execute(
-            insert(link),
+        bulk.insert_rows(
+            conn,
+            link,
             [
                 {**scope.values(), "source_key": key, "halo_id": halo_id, "row_hash": row_hash,
                  "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False}

@@ -26,11 +26,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from halodb.errors import HalodbError, RecordError, TransientError
-from halodb.halo.repository import FieldChange, WriteContext, normalise_key
+from halodb.halo.repository import FieldChange, WriteContext
 from halodb.state import changes as change_log
 from halodb.state import cursors, links, quarantine, runs
 from halodb.state.changes import Change
 from halodb.state.tables import quarantine as quarantine_table
+from halodb.sync.adoption import MatchIndex
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
 from halodb.sync.report import EntityReport
 
@@ -125,8 +126,9 @@ class SyncEngine:
         scope = entity.scope
         ctx = ReadContext(cursors.get(conn, scope))
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
+        index = MatchIndex(entity.repository, scope, entity.match_fields)
         for batch in batched(entity.read(ctx), self.limits.batch_size):
-            self._with_retry(conn, lambda: self._batch(conn, entity, report, batch, waiting))
+            self._with_retry(conn, lambda: self._batch(conn, entity, index, report, batch, waiting), index)
             if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
                 heartbeat()
             self.progress(report)
@@ -143,15 +145,17 @@ class SyncEngine:
         if not self.dry_run:
             conn.commit()
 
-    def _with_retry(self, conn: Connection, work: Callable[[], None]) -> None:
+    def _with_retry(self, conn: Connection, work: Callable[[], None], index: MatchIndex) -> None:
         """Run one batch; on a transient database error roll it back and run it again."""
         for attempt in range(1, self.limits.batch_attempts + 1):
             try:
                 work()
                 self._commit(conn)
+                index.batch_committed()
                 return
             except DBAPIError as err:
                 conn.rollback()
+                index.batch_rolled_back()
                 if self.dry_run or not self.is_transient(err) or attempt == self.limits.batch_attempts:
                     if self.is_transient(err):
                         raise TransientError(f"database kept failing after {attempt} attempts: {one_line(err)}") from err
@@ -162,7 +166,9 @@ class SyncEngine:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def _batch(self, conn: Connection, entity: Entity, report: EntityReport, batch: list[SourceRecord], waiting: set[str]) -> None:
+    def _batch(
+        self, conn: Connection, entity: Entity, index: MatchIndex, report: EntityReport, batch: list[SourceRecord], waiting: set[str]
+    ) -> None:
         repo, scope = entity.repository, entity.scope
         wctx = WriteContext(self.agent_id, self.clock())
         bad: list[tuple[SourceRecord, str]] = []
@@ -184,7 +190,7 @@ class SyncEngine:
                 good.append((record, row, row_hash(row)))
 
         known = links.lookup(conn, scope, [r.key for r, _, _ in good] + [r.key for r, _ in bad])
-        adopted, ambiguous = self._adopt(conn, entity, [g for g in good if g[0].key not in known])
+        adopted, ambiguous = self._adopt(conn, index, [g for g in good if g[0].key not in known])
         bad.extend(ambiguous)
         ambiguous_keys = {r.key for r, _ in ambiguous}
 
@@ -243,6 +249,7 @@ class SyncEngine:
             links.forget(conn, forgotten)
         if new and entity.create:
             ids = repo.insert(conn, [row for _, row, _ in new], wctx)
+            index.created(ids)
             for (record, row, digest), halo_id in zip(new, ids):
                 new_links.append((record.key, halo_id, digest))
                 log_rows.append(Change("create", table, halo_id, record.key, None, None, _summary(row)))
@@ -268,23 +275,23 @@ class SyncEngine:
         report.add_changes(log_rows)
         report.fetched += len(batch)
 
-    def _adopt(self, conn: Connection, entity: Entity, unlinked: list[tuple[SourceRecord, dict, str]]):
+    def _adopt(self, conn: Connection, index: MatchIndex, unlinked: list[tuple[SourceRecord, dict, str]]):
         """Existing Halo records that unlinked source records should take over, by match keys in
         order. A match that is ambiguous (several Halo records) is quarantined, never guessed."""
-        repo, adopted, ambiguous, taken = entity.repository, {}, [], set()
+        adopted, ambiguous = {}, []
+        if not unlinked or not index.match_fields:
+            return adopted, ambiguous
+        index.refresh(conn)
         pending = unlinked
-        for fields in entity.match_fields:
+        for fields in index.match_fields:
             if not pending:
                 break
-            wanted = {r.key: tuple(row.get(f) for f in fields) for r, row, _ in pending}
-            found = repo.find(conn, fields, wanted.values())
-            claimed = links.claimed(conn, entity.scope, {i for ids in found.values() for i in ids})
             still = []
             for record, row, digest in pending:
-                ids = [i for i in found.get(tuple(normalise_key(v) for v in wanted[record.key]), ()) if i not in claimed and i not in taken]
+                ids = index.candidates(fields, [row.get(f) for f in fields])
                 if len(ids) == 1:
                     adopted[record.key] = ids[0]
-                    taken.add(ids[0])
+                    index.take(ids[0])
                 elif len(ids) > 1:
                     names = "+".join(fields)
                     ambiguous.append((record, f"matches {len(ids)} Halo records by {names} (ids {', '.join(map(str, sorted(ids)))})"))

@@ -1,0 +1,100 @@
+"""Which existing Halo record an unlinked source record should take over (adoption).
+
+Matching compares values trimmed and in any case, the way SQL Server's default collation does.
+Asking the database per batch (``WHERE lower(ltrim(rtrim(col))) IN (...)``) cannot use an index,
+so every batch of a first load scanned the whole Halo table once per match field: quadratic in
+the size of the load. Instead the index below reads, once per entity run, the match values of
+the Halo records that no source record of this scope is linked to yet, and then per batch only
+the records added since (an id range, served by the primary key). Records halodb creates or
+adopts in the run are linked as they are written, so they never enter the index: on a first
+load into an empty Halo it stays empty, and in steady state it holds just the unlinked few.
+
+Memory is one small tuple per unlinked Halo record and match field. A value changed inside Halo
+while the run goes on is seen by the next run; the record's current values are re-read before
+any update, so a stale entry can cost an adoption, never a wrong write.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from halodb.halo.repository import Repository, normalise_key
+from halodb.state.scope import Scope
+from halodb.state.tables import link
+
+
+def match_key(values: Sequence) -> tuple | None:
+    """The normalised key of one record's match values, or None if any of them is empty."""
+    key = tuple(normalise_key(v) for v in values)
+    return None if any(v in (None, "") for v in key) else key
+
+
+class MatchIndex:
+    """Unlinked Halo records of one repository, by normalised match values, for one entity run."""
+
+    def __init__(self, repository: Repository, scope: Scope, match_fields: Sequence[tuple[str, ...]]):
+        self.repository = repository
+        self.scope = scope
+        self.match_fields = [tuple(f) for f in match_fields]
+        self._by_fields: dict[tuple[str, ...], dict[tuple, list[int]]] = {f: defaultdict(list) for f in self.match_fields}
+        self._indexed_up_to: int | None = None  # every record with an id up to this one is indexed
+        self._taken: set[int] = set()
+        self._taken_in_batch: set[int] = set()
+        self._written: set[int] = set()  # ids this run created above ``_indexed_up_to``
+
+    def refresh(self, conn: Connection) -> None:
+        """Index the Halo records added since the last refresh (all unlinked ones the first time)."""
+        table = self.repository.table
+        top = conn.execute(select(func.max(table.c.id))).scalar()
+        if top is None or top == self._indexed_up_to:
+            return
+        fields = list(dict.fromkeys(f for names in self.match_fields for f in names))
+        stmt = select(table.c.id, *(table.c[f] for f in fields)).where(table.c.id <= top)
+        if self._indexed_up_to is None:
+            # The first time: every record, minus those this scope links to. The linked ids come
+            # as a set rather than a NOT EXISTS join, whose plan depends on fresh statistics
+            # (right after a big load PostgreSQL picked a nested loop over the whole link table).
+            skip = set(conn.execute(select(link.c.halo_id).where(self.scope.where(link))).scalars())
+        else:
+            # Later: only the id range added since. Nothing else links into this scope during
+            # the run (the entity lock), so what is linked there now is what this run wrote.
+            stmt = stmt.where(table.c.id > self._indexed_up_to)
+            skip = self._written
+        position = {f: i for i, f in enumerate(fields, start=1)}
+        for row in conn.execute(stmt):
+            if row[0] in skip:
+                continue
+            for names in self.match_fields:
+                key = match_key([row[position[f]] for f in names])
+                if key is not None:
+                    self._by_fields[names][key].append(row[0])
+        self._indexed_up_to = top
+        self._written = set()  # all at or below ``top`` now: never read again
+
+    def candidates(self, fields: tuple[str, ...], values: Sequence) -> list[int]:
+        """Ids of unlinked Halo records whose ``fields`` equal ``values`` (trimmed, any case)."""
+        key = match_key(values)
+        if key is None:
+            return []
+        return [i for i in self._by_fields[tuple(fields)].get(key, ()) if i not in self._taken]
+
+    def created(self, halo_ids: Sequence[int]) -> None:
+        """This run created ``halo_ids``; they are linked, so the next refresh must skip them."""
+        self._written.update(halo_ids)
+
+    def take(self, halo_id: int) -> None:
+        """``halo_id`` is being linked in this batch; no other source record may adopt it."""
+        self._taken.add(halo_id)
+        self._taken_in_batch.add(halo_id)
+
+    def batch_committed(self) -> None:
+        self._taken_in_batch = set()
+
+    def batch_rolled_back(self) -> None:
+        """The batch's links were rolled back, so what it took is free again for the retry."""
+        self._taken -= self._taken_in_batch
+        self._taken_in_batch = set()
