@@ -128,7 +128,7 @@ class SyncEngine:
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         index = MatchIndex(entity.repository, scope, entity.match_fields)
         for batch in batched(entity.read(ctx), self.limits.batch_size):
-            self._with_retry(conn, lambda: self._batch(conn, entity, index, report, batch, waiting), index)
+            self._with_retry(conn, lambda: self._batch(conn, entity, index, report, batch, waiting), index, report, waiting)
             if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
                 heartbeat()
             self.progress(report)
@@ -145,9 +145,15 @@ class SyncEngine:
         if not self.dry_run:
             conn.commit()
 
-    def _with_retry(self, conn: Connection, work: Callable[[], None], index: MatchIndex) -> None:
-        """Run one batch; on a transient database error roll it back and run it again."""
+    def _with_retry(
+        self, conn: Connection, work: Callable[[], None], index: MatchIndex, report: EntityReport, waiting: set[str]
+    ) -> None:
+        """Run one batch; on a transient database error roll it back and run it again.
+
+        What the batch did to the report, the adoption index and the set of quarantined keys is
+        undone with the rollback, so a retried batch counts once and finds what it found before."""
         for attempt in range(1, self.limits.batch_attempts + 1):
+            checkpoint, was_waiting = report.checkpoint(), set(waiting)
             try:
                 work()
                 self._commit(conn)
@@ -156,6 +162,9 @@ class SyncEngine:
             except DBAPIError as err:
                 conn.rollback()
                 index.batch_rolled_back()
+                report.restore(checkpoint)
+                waiting.clear()
+                waiting.update(was_waiting)
                 if self.dry_run or not self.is_transient(err) or attempt == self.limits.batch_attempts:
                     if self.is_transient(err):
                         raise TransientError(f"database kept failing after {attempt} attempts: {one_line(err)}") from err

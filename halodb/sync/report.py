@@ -49,6 +49,18 @@ class EntityReport:
             self.quarantine.extend(items[:room])
         self.quarantined += len(items)
 
+    def checkpoint(self) -> tuple:
+        """What a batch may change, so a rolled-back batch can be taken out again (``restore``)."""
+        return self.counters(), len(self.changes), self.changes_total, len(self.quarantine)
+
+    def restore(self, checkpoint: tuple) -> None:
+        counters, shown_changes, changes_total, shown_quarantine = checkpoint
+        for name, value in counters.items():
+            setattr(self, name, value)
+        del self.changes[shown_changes:]
+        del self.quarantine[shown_quarantine:]
+        self.changes_total = changes_total
+
     @property
     def failed(self) -> bool:
         return self.status in ("failed", "held-back")
