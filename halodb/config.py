@@ -7,7 +7,7 @@ line that names the file (or environment variable) and the dotted field, e.g.::
     appsettings.json: unknown key 'Database.Pasword' (did you mean 'Database.Password'?)
     appsettings.json: Sync.BatchSize must be an integer (got "lots")
 
-Secrets (the database password, a password inside a URL) never appear in those messages; use
+Secrets (the database password, a password inside a URL, ``AzureAD.Secrets``) never appear in those messages; use
 :meth:`Settings.secrets`, :func:`redact` and :func:`masked_dict` for anything printed or logged.
 """
 
@@ -191,6 +191,40 @@ class SyncSettings(_Section):
     lock_lease_seconds: int = Field(default=600, ge=5)
 
 
+class AzureADSettings(_Section):
+    """``AzureAD``: what the Azure AD integration needs that Halo's database cannot give it.
+
+    ``Secrets`` maps a connection - its id in Halo (``"3"``) or its name, any case - to the app
+    registration's client secret, which Halo stores encrypted with a key halodb does not have::
+
+        "AzureAD": { "Secrets": { "3": "<client secret>", "Contoso": "<client secret>" } }
+
+    One can come from the environment instead: ``HALODB_AzureAD__Secrets__3``. The values are
+    secrets: masked by ``config show``, blanked in logs and never echoed in an error message.
+    """
+
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: Any) -> Any:
+        # null or blank means "no secret for this connection" (`config set ... null` removes one).
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[Any, Any] = {}
+        seen: set[str] = set()
+        for key, secret in value.items():
+            name = str(key).strip()
+            if name.lower() in seen:
+                raise _field_error(f"has the connection {name!r} twice (keys are case-insensitive)")
+            seen.add(name.lower())
+            if _blank_to_none(secret) is not None:
+                out[name] = secret.strip() if isinstance(secret, str) else secret
+        return out
+
+
 class Settings(_Section):
     """The whole ``appsettings.json``.
 
@@ -204,6 +238,7 @@ class Settings(_Section):
     integrations: dict[str, dict[str, bool]] = Field(default_factory=dict)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    azure_ad: AzureADSettings = Field(default_factory=AzureADSettings, alias="AzureAD")
 
     _source_path: Path | None = PrivateAttr(default=None)
 
@@ -295,10 +330,10 @@ class Settings(_Section):
     def secrets(self) -> list[str]:
         """Every non-empty value that must never be printed, longest first.
 
-        The database password, and the password inside ``Database.Url`` / ``HaloUrl`` both as
-        written (percent-encoded) and decoded.
+        The database password, the password inside ``Database.Url`` / ``HaloUrl`` both as
+        written (percent-encoded) and decoded, and every ``AzureAD.Secrets`` value.
         """
-        found: set[str] = set()
+        found: set[str] = set(self.azure_ad.secrets.values())
         if self.database.password:
             found.add(self.database.password)
         for url in (self.database.url, self.halo_url):
@@ -312,7 +347,12 @@ _SECTIONS: dict[str, type[_Section]] = {
     "Database": DatabaseSettings,
     "Logging": LoggingSettings,
     "Sync": SyncSettings,
+    "AzureAD": AzureADSettings,
 }
+
+#: Sections whose keys are names the user chooses (not a schema), by canonical path, with the
+#: placeholder messages show for such a key.
+_FREE_FORM: dict[tuple[str, ...], str] = {("AzureAD", "Secrets"): "<connection id or name>"}
 
 
 def _aliases(model: type[BaseModel]) -> list[str]:
@@ -332,6 +372,8 @@ def _children(path: tuple[str, ...]) -> list[str] | None:
     """Valid child keys under the canonical ``path``, or ``None`` when ``path`` is a value."""
     if not path:
         return _aliases(Settings)
+    if path in _FREE_FORM:
+        return [_FREE_FORM[path]]
     if len(path) == 1 and path[0] in _SECTIONS:
         return _aliases(_SECTIONS[path[0]])
     if path == ("Integrations",):
@@ -360,6 +402,9 @@ def _resolve(parts: list[str]) -> tuple[tuple[str, ...], bool]:
     """Canonical spelling of a dotted key; the flag says whether it names a section."""
     path: tuple[str, ...] = ()
     for part in parts:
+        if path in _FREE_FORM:
+            path = (*path, part.strip())  # a name the user chose: kept as written
+            continue
         valid = _children(path)
         if valid is None:
             # Deeper than the schema goes: the previous part is a value, not a section.
@@ -382,6 +427,8 @@ def _canonicalise(data: Any, path: tuple[str, ...] = ()) -> Any:
     Values of the wrong shape (a string where a section belongs) are left for the model to
     report, so that the message says what was expected.
     """
+    if path in _FREE_FORM:
+        return data  # the user's own names; the model checks them
     valid = _children(path)
     if valid is None or not isinstance(data, Mapping):
         return data
@@ -540,7 +587,10 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
             node = child
         else:
             # The raw string is handed to the model, which parses "500" as 500, "true" as True.
-            node[path[-1]] = env[var]
+            key = path[-1]
+            if path[:-1] in _FREE_FORM:  # replaces the file's entry for that name, in any case
+                key = next((k for k in node if str(k).strip().lower() == key.lower()), key)
+            node[key] = env[var]
             applied[dotted] = var
     return applied
 
@@ -614,7 +664,7 @@ def _describe(error: Mapping[str, Any], overrides: Mapping[str, str]) -> str:
         expected = template.format(limit)
     else:
         expected = _EXPECTED.get(kind, f"is invalid: {error['msg']}")
-    if kind in ("missing", "extra_forbidden") or dotted in _SECRET_FIELDS:
+    if kind in ("missing", "extra_forbidden") or _is_secret_field(dotted):
         return f"{subject} {expected}"
     return f"{subject} {expected} (got {_show(error.get('input'))})"
 
@@ -630,7 +680,15 @@ def _raw_secrets(data: Mapping[str, Any]) -> list[str]:
             found.extend(_url_secrets(database["Url"]))
     if isinstance(data.get("HaloUrl"), str):
         found.extend(_url_secrets(data["HaloUrl"]))
+    azure = data.get("AzureAD")
+    if isinstance(azure, Mapping) and isinstance(azure.get("Secrets"), Mapping):
+        found.extend(str(s) for s in azure["Secrets"].values() if isinstance(s, (str, int, float)) and str(s))
     return found
+
+
+def _is_secret_field(dotted: str) -> bool:
+    """Whether the value at ``dotted`` must never be shown, not even when it is wrong."""
+    return dotted in _SECRET_FIELDS or dotted == "AzureAD.Secrets" or dotted.startswith("AzureAD.Secrets.")
 
 
 def _validate(
@@ -742,6 +800,8 @@ def init_settings(
 
 def _is_text_field(path: tuple[str, ...]) -> bool:
     """Whether the value at canonical ``path`` is a string field (not a number or switch)."""
+    if path[:-1] in _FREE_FORM:
+        return True  # a secret like 123456 stays that exact string
     if path[0] == "Integrations":
         return False
     model: type[BaseModel] = _SECTIONS[path[0]] if len(path) == 2 else Settings
@@ -878,6 +938,9 @@ def masked_dict(settings: Settings) -> dict[str, Any]:
         database["Url"] = _mask_url(database["Url"])
     if data.get("HaloUrl"):
         data["HaloUrl"] = _mask_url(data["HaloUrl"])
+    secrets = data["AzureAD"]["Secrets"]
+    for name in secrets:
+        secrets[name] = MASK
     return data
 
 

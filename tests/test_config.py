@@ -136,7 +136,7 @@ def test_keys_are_case_insensitive_and_saved_canonically(tmp_path: Path):
     assert s.sync.batch_size == 10
     save_settings(s, path)
     saved = json.loads(path.read_text())
-    assert list(saved) == ["HaloUrl", "InstanceName", "Database", "Integrations", "Logging", "Sync"]
+    assert list(saved) == ["HaloUrl", "InstanceName", "Database", "Integrations", "Logging", "Sync", "AzureAD"]
     assert saved["Database"]["Username"] == "u"
     assert saved["Integrations"]["AzureAD"] == {"Users": True}
 
@@ -226,7 +226,7 @@ def test_top_level_must_be_an_object(tmp_path: Path):
         (
             {**VALID, "Zzz": 1},
             "unknown key 'Zzz' (valid keys: HaloUrl, InstanceName, Database, Integrations, "
-            "Logging, Sync)",
+            "Logging, Sync, AzureAD)",
         ),
         (
             with_changes(Integrations={"Pax8": {"Qqq": True}}),

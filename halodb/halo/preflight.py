@@ -18,7 +18,7 @@ from halodb.halo.schema import metadata
 INTEGRATION_TABLES = {
     "Spreadsheet": ("importcsv",),
     "SqlImport": ("sqlimport",),
-    "AzureAD": ("azureadconnection", "azureadmapping"),
+    "AzureAD": ("azureadconnection", "azureadmapping", "areaazuretenant"),
 }
 
 

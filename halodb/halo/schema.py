@@ -264,10 +264,14 @@ azureadconnection = Table(
     _text("directoryid", "directoryid", 64),  # [C-api] the tenant id
     _text("applicationid", "applicationid", 64),  # [C-api] the app registration's client id
     # [I] Halo stores the secret encrypted (the API takes new_client_secret); halodb cannot
-    # decrypt it and prefers HALODB_AZUREAD_SECRET_<id> (see halodb.integrations.azuread).
+    # decrypt it, never reads it, and takes AzureAD.Secrets from appsettings.json instead.
     _text("client_secret", "client_secret", 1000),
     _text("graph_host", "graph_host"),  # [C-api] empty = https://graph.microsoft.com
-    _text("authority_host", "authority_host"),  # [I] empty = https://login.microsoftonline.com
+    # [I] empty = the national cloud's login host for graph_host, else login.microsoftonline.com
+    _text("authority_host", "authority_host"),
+    # [C-api] which of azureoid, email, upn adopt existing users / agents; empty = all, in that order
+    _text("user_matching_fields", "user_matching_fields"),
+    _text("agent_matching_fields", "agent_matching_fields"),
     _flag("halointegratorenabled", "halointegratorenabled"),  # [C-api]
     _text("halo_integrator_import_list", "halo_integrator_import_list", 1000),  # [C-api] "users,agents"
     _flag("createunmatchedusers", "createunmatchedusers"),  # [C-api]
@@ -288,6 +292,18 @@ azureadmapping = Table(
     _text("group_id", "group_id", 64),  # [C-api]
     Column("siteid", Integer, key="siteid"),  # [C-api]
     Column("sequenceid", Integer, key="sequenceid"),  # [C-api]
+)
+
+# Azure tenant → client map (AREAAZURETENANT [3P]; API AreaAzureTenant [C-api]): the client a
+# tenant's users belong to.
+areaazuretenant = Table(
+    "areaazuretenant",
+    metadata,
+    Column("aatid", Integer, primary_key=True, autoincrement=True, key="id"),  # [I]
+    Column("aatareaid", Integer, key="client_id", nullable=False),  # [3P] area.aarea
+    _text("aatazuretenantid", "azure_tenant_id", 64),  # [3P]
+    _text("aatazuretenantname", "azure_tenant_name"),  # [3P]
+    _text("aatazuretenantdomain", "azure_tenant_domain"),  # [3P]
 )
 
 

@@ -150,6 +150,7 @@ def test_show_masks_the_password(cfg: Path):
         "Sync.MaxDeactivationPercent = 10.0\n"
         "Sync.DeactivateAfterMissedRuns = 2\n"
         "Sync.LockLeaseSeconds = 600\n"
+        "AzureAD.Secrets = {}\n"
     )
     assert PASSWORD not in result.output
 

@@ -107,6 +107,9 @@ class FakeGraph:
         self.delta_page_size = 100
         self.partial_updates = False
         self.access_token_lifetime = 3599
+        #: True makes a refused secret come back inside the error text, as a careless proxy or
+        #: server might: what halodb shows or logs must still never contain it.
+        self.echo_client_secret = False
 
         self.keep_server_log = False  # True keeps pytest-httpserver's own log of bodies
         self.request_log: list[str] = []  # "GET /v1.0/users?$select=…", in arrival order
@@ -315,10 +318,11 @@ class FakeGraph:
                                    f"Application with identifier '{form.get('client_id')}' was not found "
                                    f"in the directory '{self.tenant_id}'.")
         if form.get("client_secret") != self.client_secret:
+            echo = f" Received: '{form.get('client_secret')}'." if self.echo_client_secret else ""
             return self._aad_error(401, "invalid_client", 7000215,
                                    "Invalid client secret provided. Ensure the secret being sent in the "
                                    "request is the client secret value, not the client secret ID, for a "
-                                   f"secret added to app '{self.client_id}'.")
+                                   f"secret added to app '{self.client_id}'.{echo}")
         if form.get("scope") != f"{self.graph_host}/.default":
             return self._aad_error(400, "invalid_scope", 1002012,
                                    f"The provided value for scope {form.get('scope')} is not valid. "

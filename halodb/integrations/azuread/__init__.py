@@ -10,28 +10,43 @@ only the changes since that link and mark the read incomplete, so a delta read c
 deactivate records for being "missing". When Graph no longer accepts the link (``DeltaExpired``)
 the run falls back to a full, complete read and stores the new link.
 
+Matching. Existing Halo records are adopted, never duplicated: by Azure object id first, then
+email, then UPN (``login``; agents have none). The connection's ``user_matching_fields`` /
+``agent_matching_fields`` ("email,upn") can leave email or UPN out; the order never changes.
+
 Removed users. A delta entry marked ``@removed`` (and, when the connection imports enabled
 accounts only, a user whose account became disabled) is yielded as a source record carrying the
 user's stored Halo values with ``inactive`` (agents: ``isdisabled``) set, so the engine deactivates
 it through an ordinary update: attributed to the integrator agent, audited, in the change set.
-This deliberately bypasses the engine's N-consecutive-missed-runs rule, because here Graph itself
-says the user is gone; it is only done when the connection has ``deactivate_users`` set. Users
-Halo does not know (or knows twice) are left alone. On a full read, removed and (with
-``accountenabled``) disabled accounts are simply not yielded: the engine's missing-record rules
-apply as for any complete read.
+Graph itself says the user is gone, so the engine's N-consecutive-missed-runs rule is not needed;
+its limits are: more removals in one delta than ``Sync.MaxDeactivations`` or
+``Sync.MaxDeactivationPercent`` of the users this connection linked fails the entity with
+nothing deactivated, and the same delta is read again next run (until the limits are raised).
+Removals only happen when the connection has ``deactivate_users`` set, and only to Halo records
+this connection linked. On a full read, removed and (with ``accountenabled``) disabled accounts
+are simply not yielded: the engine's missing-record rules apply as for any complete read.
 
-Sites. A user's site comes from the connection's group mappings (``azureadmapping``, first
-mapping by ``sequenceid`` whose group - nested groups included - contains the user; members are
-read once per run). Other users land on ``unmatchedusersite`` when ``createunmatchedusers`` is set
-and are not imported otherwise.
+Sites and clients. A user's site comes from the connection's group mappings (``azureadmapping``,
+first mapping by ``sequenceid`` whose group - nested groups included - contains the user; members
+are read once per run). Other users land on the connection's ``unmatchedusersite`` when
+``createunmatchedusers`` is set, and are not imported otherwise. The tenant → client map
+(``areaazuretenant``, by the connection's directory id) names the client the tenant's users
+belong to: without an ``unmatchedusersite`` they land on that client's first active site. A
+user's client is always its site's client in Halo, so a mapped site of another client is used
+as mapped, with a warning in the log.
 
-Secrets (interim). Halo stores the app's client secret encrypted with its own key, which halodb
-cannot decrypt, and the appsettings.json model has no Secrets section yet. Until it has, the
-secret comes from the environment variable ``HALODB_AZUREAD_SECRET_<connection id>`` (which an
-appsettings.json-driven deployment can set, e.g. in the scheduled task); only when that is unset
-is ``azureadconnection.client_secret`` used as stored (which works for fixture databases and for
-installations that keep it in plain text). A connection with neither fails with a message that
-names the variable.
+Clouds. ``graph_host`` empty means the global cloud (https://graph.microsoft.com). A host may be
+given without its scheme. The token authority is ``authority_host`` when set, else the login
+host of the national cloud ``graph_host`` belongs to (US Government, China), else
+https://login.microsoftonline.com.
+
+Secrets. Halo stores the app's client secret encrypted with its own key, which halodb cannot
+decrypt, so halodb never reads ``azureadconnection.client_secret``. The secret comes from
+appsettings.json ``AzureAD.Secrets``, by connection id or else by connection name (any case);
+the environment overrides it as any setting (``HALODB_AzureAD__Secrets__<id>``). The older
+variable ``HALODB_AZUREAD_SECRET_<id>`` is still read last. A connection with none fails with a
+one-line message naming appsettings.json and the environment variable. Secrets are masked in
+``config show`` and blanked in the log (``Settings.secrets``).
 
 TLS. ``HALODB_AZUREAD_CA_FILE`` names a PEM file of CA certificates to trust for Graph and the
 token endpoint instead of the system store (TLS-inspecting proxies; the tests' local Graph).
@@ -43,29 +58,41 @@ import datetime as dt
 import logging
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Connection, Engine
 
 from halodb.errors import IntegrationFailed
 from halodb.halo import REPOSITORIES, azure
-from halodb.halo.repository import Repository, chunks, normalise_key
+from halodb.halo.repository import Repository, normalise_key
 from halodb.integrations.azuread.graph import USER_FIELDS, DeltaExpired, GraphClient
 from halodb.integrations.azuread.mapping import (
-    AGENT_MATCH_FIELDS,
-    USER_MATCH_FIELDS,
     agent_fields,
     is_disabled,
     is_removed,
+    match_fields,
     user_fields,
 )
+from halodb.state import links
+from halodb.state.scope import Scope
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
 
 log = logging.getLogger(__name__)
 
 GRAPH_HOST = "https://graph.microsoft.com"
 AUTHORITY_HOST = "https://login.microsoftonline.com"
-SECRET_VARIABLE = "HALODB_AZUREAD_SECRET_{}"
+#: Login host of each national cloud, by its Graph host (Microsoft's national cloud deployments).
+NATIONAL_AUTHORITIES = {
+    "graph.microsoft.com": AUTHORITY_HOST,
+    "graph.microsoft.us": "https://login.microsoftonline.us",  # US Government L4
+    "dod-graph.microsoft.us": "https://login.microsoftonline.us",  # US Government L5 (DoD)
+    "microsoftgraph.chinacloudapi.cn": "https://login.chinacloudapi.cn",  # operated by 21Vianet
+}
+SECRET_SETTING = "AzureAD.Secrets.{}"
+SECRET_ENV = "HALODB_AzureAD__Secrets__{}"
+SECRET_VARIABLE = "HALODB_AZUREAD_SECRET_{}"  # the older name, still read last
 CA_FILE_VARIABLE = "HALODB_AZUREAD_CA_FILE"
 
 #: Entity kinds as Halo lists them in ``halo_integrator_import_list``, by halodb's entity name.
@@ -78,16 +105,30 @@ class AzureADIntegration:
     def entities(self, conn: Connection, settings) -> list[Entity | Excluded]:
         rows = azure.connections(conn)
         site_maps = azure.mappings(conn, [r["id"] for r in rows])
+        tenants = azure.tenant_clients(conn, [r["directoryid"] or "" for r in rows])
+        site_ids = [m["siteid"] for maps in site_maps.values() for m in maps] + [r["unmatchedusersite"] for r in rows]
+        clients_of = azure.site_clients(conn, [i for i in site_ids if i is not None])
         out: list[Entity | Excluded] = []
         for row in rows:
             imported = import_list(row)
             recorder = _Recorder(row["id"])
+            secret, secret_problem = client_secret(row, settings, rows)
+            placement = _place(conn, row, site_maps[row["id"]], tenants, clients_of)
             for entity, kind in KINDS.items():
                 label = f"Azure AD '{row['name'] or row['id']}' {kind}"
                 if kind not in imported:
                     out.append(Excluded(self.name, entity, label, "not in the connection's integrator import list"))
                     continue
                 users = entity == "Users"
+                problems = [secret_problem] if secret_problem else []
+                if users:
+                    problems += placement.problems
+                column = "user_matching_fields" if users else "agent_matching_fields"
+                try:
+                    matchers = match_fields(row[column], agents=not users)
+                except ValueError as err:
+                    problems.append(f"{column}: {err}")
+                    matchers = match_fields(None, agents=not users)
                 out.append(
                     Entity(
                         integration=self.name,
@@ -95,10 +136,13 @@ class AzureADIntegration:
                         name=entity,
                         label=label,
                         repository=REPOSITORIES[entity],
-                        read=_reader(conn.engine, row, site_maps[row["id"]], entity, label),
-                        match_fields=USER_MATCH_FIELDS if users else AGENT_MATCH_FIELDS,
+                        read=_Reader(
+                            conn.engine, row, entity, secret=secret, problems=problems, placement=placement,
+                            limits=getattr(settings, "sync", None), label=label,
+                        ),
+                        match_fields=matchers,
                         deactivate=bool(row["deactivate_users"]),
-                        prepare_options={"default_site": row["unmatchedusersite"]} if users else {},
+                        prepare_options={"default_site": placement.landing} if users else {},
                         record_result=recorder,
                     )
                 )
@@ -110,16 +154,29 @@ def import_list(row: dict) -> set[str]:
     return {part.strip().lower() for part in (row["halo_integrator_import_list"] or "").split(",") if part.strip()}
 
 
-def client_secret(row: dict) -> str:
-    """The connection's client secret: the environment first, then Halo's column (see above)."""
-    variable = SECRET_VARIABLE.format(row["id"])
-    secret = os.environ.get(variable, "").strip() or (row["client_secret"] or "").strip()
-    if not secret:
-        raise IntegrationFailed(
-            f"Azure AD connection {row['id']} has no usable client secret",
-            hint=f"Halo keeps it encrypted; set the environment variable {variable}",
-        )
-    return secret
+def _describe(row: dict) -> str:
+    return f"Azure AD connection {row['id']}" + (f" '{row['name'].strip()}'" if (row["name"] or "").strip() else "")
+
+
+def client_secret(row: dict, settings, rows: Sequence[dict] = ()) -> tuple[str | None, str | None]:
+    """(secret, None) or (None, why there is none): appsettings.json ``AzureAD.Secrets`` by id,
+    then by name (environment overrides included), then ``HALODB_AZUREAD_SECRET_<id>``."""
+    azure_settings = getattr(settings, "azure_ad", None)
+    configured = {key.strip().lower(): value for key, value in (azure_settings.secrets if azure_settings else {}).items()}
+    secret = configured.get(str(row["id"]))
+    name = normalise_key(row["name"] or "")
+    if not secret and name and name in configured:
+        namesakes = [r["id"] for r in rows if normalise_key(r["name"] or "") == name]
+        if len(namesakes) > 1:
+            ids = ", ".join(map(str, namesakes))
+            return None, (f"{_describe(row)} shares its name with connections {ids}: key its secret by id "
+                          f"({SECRET_SETTING.format(row['id'])})")
+        secret = configured[name]
+    secret = (secret or "").strip() or os.environ.get(SECRET_VARIABLE.format(row["id"]), "").strip()
+    if secret:
+        return secret, None
+    return None, (f"{_describe(row)} has no client secret: set {SECRET_SETTING.format(row['id'])} in appsettings.json "
+                  f"or the environment variable {SECRET_ENV.format(row['id'])} (Halo keeps it encrypted)")
 
 
 def tls_verify() -> ssl.SSLContext | bool:
@@ -133,32 +190,123 @@ def tls_verify() -> ssl.SSLContext | bool:
         raise IntegrationFailed(f"{CA_FILE_VARIABLE}: cannot load CA certificates from {path}: {err}") from None
 
 
-def graph_client(row: dict) -> GraphClient:
+def _https(value: str | None, what: str) -> str | None:
+    """An ``https://host[:port]`` origin from a host as Halo may store it (scheme optional)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if "://" not in value:
+        value = "https://" + value
+    parts = urlsplit(value)
+    if parts.scheme.lower() != "https" or not parts.netloc:
+        raise IntegrationFailed(f"{what} must be an https:// host (got {value!r})")
+    return f"https://{parts.netloc}"
+
+
+def endpoints(row: dict) -> tuple[str, str]:
+    """(authority host, Graph host) of a connection: its own, or its national cloud's."""
+    graph = _https(row["graph_host"], "graph_host") or GRAPH_HOST
+    authority = _https(row["authority_host"], "authority_host")
+    if authority is None:
+        authority = NATIONAL_AUTHORITIES.get((urlsplit(graph).hostname or "").lower(), AUTHORITY_HOST)
+    return authority, graph
+
+
+def graph_client(row: dict, secret: str) -> GraphClient:
+    authority, graph = endpoints(row)
     return GraphClient(
         (row["directoryid"] or "").strip(),
         (row["applicationid"] or "").strip(),
-        client_secret(row),
-        authority_host=(row["authority_host"] or "").strip() or AUTHORITY_HOST,
-        graph_host=(row["graph_host"] or "").strip() or GRAPH_HOST,
+        secret,
+        authority_host=authority,
+        graph_host=graph,
         verify=tls_verify(),
     )
 
 
-def _reader(engine: Engine, row: dict, site_maps: list[dict], entity: str, label: str):
-    users = entity == "Users"
-    repo = REPOSITORIES[entity]
-    only_enabled = bool(row["accountenabled"])
-    deactivate = bool(row["deactivate_users"])
+# -- where users land ----------------------------------------------------------------------------
 
-    def read(ctx: ReadContext) -> Iterator[SourceRecord]:
-        with graph_client(row) as client:
-            site_of = _group_sites(client, site_maps) if users else {}
+
+@dataclass
+class _Placement:
+    """Group → site mappings that apply, the landing site for other users, and what is wrong."""
+
+    site_maps: list[dict] = field(default_factory=list)
+    landing: int | None = None
+    client: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _place(conn: Connection, row: dict, site_maps: list[dict], tenants: dict[str, list[int]], clients_of: dict[int, int]) -> _Placement:
+    out = _Placement()
+    who = _describe(row)
+    tenant = normalise_key(row["directoryid"] or "")
+    mapped = tenants.get(tenant, [])
+    if len(mapped) > 1:
+        out.problems.append(f"{who}: tenant {tenant} is mapped to {len(mapped)} clients in Halo (ids {', '.join(map(str, mapped))})")
+    elif mapped:
+        out.client = mapped[0]
+    for mapping in site_maps:
+        if not (mapping["group_id"] or "").strip() or mapping["siteid"] is None:
+            continue
+        site_id = mapping["siteid"]
+        if site_id not in clients_of:
+            out.problems.append(f"{who}: the mapping of group {mapping['group_id'].strip()} names site {site_id}, which does not exist")
+            continue
+        if out.client is not None and clients_of[site_id] != out.client:
+            log.warning("%s: group %s maps to site %s of client %s, not client %s the tenant is mapped to; a user's client follows its site",
+                        who, mapping["group_id"].strip(), site_id, clients_of[site_id], out.client)  # fmt: skip
+        out.site_maps.append(mapping)
+    landing = row["unmatchedusersite"]
+    if landing is not None and landing not in clients_of:
+        out.problems.append(f"{who}: the site for unmatched users ({landing}) does not exist")
+        landing = None
+    elif landing is not None and out.client is not None and clients_of[landing] != out.client:
+        log.warning("%s: unmatched users land on site %s of client %s, not client %s the tenant is mapped to",
+                    who, landing, clients_of[landing], out.client)  # fmt: skip
+    if landing is None and out.client is not None:
+        landing = azure.first_site(conn, out.client)
+    out.landing = landing
+    if row["createunmatchedusers"] and landing is None and not out.problems:
+        out.problems.append(f"{who} creates unmatched users but has no site for them: set the connection's site for "
+                            "unmatched users, or map its tenant to a client that has a site")  # fmt: skip
+    return out
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """The ``read`` of one entity of one connection (see the module's docstring)."""
+
+    def __init__(self, engine: Engine, row: dict, entity: str, *, secret: str | None, problems: list[str],
+                 placement: _Placement, limits, label: str):  # fmt: skip
+        self.engine, self.row, self.entity, self.label = engine, row, entity, label
+        self.users = entity == "Users"
+        self.repo = REPOSITORIES[entity]
+        self.scope = Scope(AzureADIntegration.name, str(row["id"]), entity)
+        self._secret = secret
+        self.problems = problems
+        self.placement = placement
+        self.limits = limits
+        self.only_enabled = bool(row["accountenabled"])
+        self.deactivate = bool(row["deactivate_users"])
+
+    def __repr__(self) -> str:  # never the secret
+        return f"<azuread reader {self.label}>"
+
+    def __call__(self, ctx: ReadContext) -> Iterator[SourceRecord]:
+        if self.problems:
+            raise IntegrationFailed("; ".join(self.problems))
+        row, users = self.row, self.users
+        with graph_client(row, self._secret) as client:
+            site_of = _group_sites(client, self.placement.site_maps) if users else {}
             gone: list[str] = []
-            for delta, item in _items(client, ctx, label):
+            for delta, item in _items(client, ctx, self.label):
                 oid = item.get("id")
                 if not oid:
                     continue
-                if is_removed(item) or (only_enabled and is_disabled(item)):
+                if is_removed(item) or (self.only_enabled and is_disabled(item)):
                     if delta:  # a full read just leaves them out: the missing-record rules apply
                         gone.append(oid)
                     continue
@@ -169,10 +317,36 @@ def _reader(engine: Engine, row: dict, site_maps: list[dict], entity: str, label
                 if site is None and not row["createunmatchedusers"]:
                     continue
                 yield SourceRecord(oid, user_fields(item, site))
-            if gone and deactivate:
-                yield from _closures(engine, repo, gone)
+            if gone and self.deactivate:
+                yield from self._closures(gone)
 
-    return read
+    def _closures(self, oids: list[str]) -> list[SourceRecord]:
+        """Records that deactivate the Halo records of users Graph reports removed or disabled.
+
+        Each carries the record's stored values with the inactive flag set, so the engine's update
+        changes exactly that one field. Only records this connection linked, and still active, are
+        touched; more than the engine's deactivation limits allow fails the read."""
+        repo = self.repo
+        inactive = repo.inactive_field
+        with self.engine.connect() as conn:
+            linked = {k: link for k, link in links.lookup(conn, self.scope, oids).items() if not link.deactivated}
+            stored = repo.current(conn, [link.halo_id for link in linked.values()])
+            due = {k: stored[link.halo_id] for k, link in linked.items() if link.halo_id in stored and not stored[link.halo_id].get(inactive)}
+            active = links.count_active(conn, self.scope) if due else 0
+        self._check_limits(len(due), active)
+        return [SourceRecord(oid, {**{k: current.get(k) for k in repo.writable}, inactive: True}) for oid, current in due.items()]
+
+    def _check_limits(self, count: int, active: int) -> None:
+        if not count or self.limits is None:
+            return
+        percent = 100.0 * count / active if active else 100.0
+        most, most_percent = self.limits.max_deactivations, self.limits.max_deactivation_percent
+        if count > most or percent > most_percent:
+            raise IntegrationFailed(
+                f"Graph reports {count} {self.entity.lower()} removed or disabled ({percent:.0f} % of {active}), more than "
+                f"Sync.MaxDeactivations ({most}) or Sync.MaxDeactivationPercent ({most_percent:g}) allow; nothing was "
+                "deactivated and the same changes are read again next run",
+                hint="raise the limits in appsettings.json if the removals are real")
 
 
 _END = object()
@@ -209,33 +383,9 @@ def _group_sites(client: GraphClient, site_maps: list[dict]) -> dict[str, int]:
     """User object id → site id: the first mapping (by sequence) whose group holds the user."""
     site_of: dict[str, int] = {}
     for mapping in site_maps:
-        if not mapping["group_id"] or mapping["siteid"] is None:
-            continue
         for oid in client.group_members(mapping["group_id"].strip()):
             site_of.setdefault(oid, mapping["siteid"])
     return site_of
-
-
-def _closures(engine: Engine, repo: Repository, oids: list[str]) -> Iterator[SourceRecord]:
-    """Records that deactivate the Halo records of users Graph reports removed or disabled.
-
-    Each carries the record's stored values with the inactive flag set, so the engine's update
-    changes exactly that one field. Users unknown to Halo, or matched twice, are left alone."""
-    inactive = repo.inactive_field
-    records: list[SourceRecord] = []
-    with engine.connect() as conn:
-        for part in chunks(oids):
-            found = repo.find(conn, ("azureoid",), [(o,) for o in part])
-            single = {o: ids[0] for o in part if len(ids := found.get((normalise_key(o),), [])) == 1}
-            stored = repo.current(conn, single.values())
-            for oid, halo_id in single.items():
-                current = stored.get(halo_id)
-                if current is None or current.get(inactive):
-                    continue
-                fields = {k: current.get(k) for k in repo.writable}
-                fields[inactive] = True
-                records.append(SourceRecord(oid, fields))
-    yield from records
 
 
 class _Recorder:

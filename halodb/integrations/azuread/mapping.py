@@ -14,6 +14,37 @@ from typing import Any
 USER_MATCH_FIELDS = [("azureoid",), ("emailaddress",), ("login",)]
 AGENT_MATCH_FIELDS = [("azureoid",), ("email",)]
 
+#: Names a connection's ``user_matching_fields`` / ``agent_matching_fields`` may use [I: Halo's
+#: own encoding of the list is not documented], by the matcher they choose.
+MATCH_NAMES = {
+    "azureoid": "azureoid", "oid": "azureoid", "objectid": "azureoid", "azureobjectid": "azureoid", "id": "azureoid",
+    "email": "email", "emailaddress": "email", "mail": "email",
+    "upn": "upn", "login": "upn", "userprincipalname": "upn", "username": "upn",
+}  # fmt: skip
+_MATCH_ORDER = ("azureoid", "email", "upn")
+_USER_MATCHERS = {"azureoid": ("azureoid",), "email": ("emailaddress",), "upn": ("login",)}
+_AGENT_MATCHERS = {"azureoid": ("azureoid",), "email": ("email",)}  # uname has no login column
+
+
+def match_fields(value: str | None, *, agents: bool = False) -> list[tuple[str, ...]]:
+    """The Halo fields existing records are adopted by, from a connection's matching list.
+
+    Always in the order Azure object id → email → UPN, whatever order the list gives; the object
+    id is always tried first (it names the one Azure user for certain). An empty list means all
+    of them. Raises ``ValueError`` naming an unknown entry. Agents have no UPN field in Halo, so
+    ``upn`` is dropped for them."""
+    chosen = {"azureoid"}
+    names = [n for n in (value or "").replace(";", ",").split(",") if n.strip()]
+    for name in names:
+        key = "".join(ch for ch in name.lower() if ch.isalnum())
+        if key not in MATCH_NAMES:
+            raise ValueError(f"unknown matching field {name.strip()!r} (use azureoid, email or upn)")
+        chosen.add(MATCH_NAMES[key])
+    if not names:
+        chosen = set(_MATCH_ORDER)
+    matchers = _AGENT_MATCHERS if agents else _USER_MATCHERS
+    return [matchers[n] for n in _MATCH_ORDER if n in chosen and n in matchers]
+
 # Halo field ← Graph property, for the simple one-to-one fields of a user.
 _USER_SIMPLE = {
     "name": "displayName",

@@ -16,6 +16,7 @@ from halodb.halo import settings as halo_settings
 from halodb.halo.fixture import INTEGRATOR_AGENT
 from halodb.halo.repository import keyed
 from halodb.halo.schema import audit, azureadconnection, azureadmapping, site, uname, users
+from halodb.halo.schema import metadata as halo_metadata
 from halodb.state import cursors
 from halodb.state.scope import Scope
 from tests.fakes.directory import generate_users
@@ -101,8 +102,9 @@ class Tenant:
             for seq, (group_id, site_id) in enumerate(mappings, 1):
                 conn.execute(insert(azureadmapping), {"connection_id": row_id, "group_id": group_id, "siteid": site_id, "sequenceid": seq})
             halo_settings.set_enabled(conn, "AzureAD", True)
-        # Halo keeps the secret encrypted: halodb takes it from the environment.
-        self.monkeypatch.setenv(f"HALODB_AZUREAD_SECRET_{row_id}", secret or self.graph.client_secret)
+        # Halo keeps the secret encrypted: halodb takes it from appsettings.json AzureAD.Secrets,
+        # here through its environment override.
+        self.monkeypatch.setenv(f"HALODB_AzureAD__Secrets__{row_id}", secret or self.graph.client_secret)
         return row_id
 
 
@@ -238,14 +240,20 @@ def test_token_failure_fails_the_entity_and_writes_nothing(halo, db_url, tmp_pat
     assert stored_cursor(halo, row_id) is None
 
 
-def test_missing_secret_names_the_variable(halo, db_url, tmp_path, tenant, monkeypatch):
+def test_missing_secret_names_the_setting_and_the_variable(halo, db_url, tmp_path, tenant, fake_graph, monkeypatch):
     row_id = tenant.connect()
-    monkeypatch.delenv(f"HALODB_AZUREAD_SECRET_{row_id}")
+    monkeypatch.delenv(f"HALODB_AzureAD__Secrets__{row_id}")
+    with halo.begin() as conn:  # what Halo stores is encrypted: never sent as the secret
+        conn.execute(azureadconnection.update().values(client_secret=fake_graph.client_secret))
 
     result = by_entity(run(write_config(tmp_path, db_url)))
 
     assert result.status == "failed"
-    assert f"HALODB_AZUREAD_SECRET_{row_id}" in result.error
+    assert f"AzureAD.Secrets.{row_id} in appsettings.json" in result.error
+    assert f"environment variable HALODB_AzureAD__Secrets__{row_id}" in result.error
+    assert "\n" not in result.error
+    assert fake_graph.token_requests == 0 and halo_users(halo) == {}
+    assert f"AzureAD.Secrets.{row_id}" in connection_row(halo, row_id)["lasterror"]
 
 
 def test_failure_mid_paging_deactivates_nothing_and_keeps_the_cursor(halo, db_url, tmp_path, tenant, fake_graph):
@@ -333,19 +341,45 @@ def test_entity_excluded_in_halo_is_skipped(halo, db_url, tmp_path, tenant, fake
         assert conn.execute(select(uname.c.id).where(uname.c.azureoid.is_not(None))).first() is None
 
 
+def halo_tables(engine) -> dict[str, list[tuple]]:
+    """Every row of every Halo table (not halodb's own), for before/after comparisons."""
+    with engine.connect() as conn:
+        return {
+            table.name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
+            for table in halo_metadata.sorted_tables
+        }
+
+
 def test_cli_dry_run_shows_changes_and_writes_nothing(halo, db_url, tmp_path, tenant, fake_graph):
-    row_id = tenant.connect()
-    config = write_config(tmp_path, db_url)
+    group = fake_graph.add_group([tenant.people[0]["id"]])
+    row_id = tenant.connect(mappings=[(group, tenant.other_site)], deactivate_users=True)
+    config = write_config(tmp_path, db_url, agents=True)
+    before = halo_tables(halo)
 
     result = CliRunner().invoke(main, ["run", "--config", str(config), "--integration", "AzureAD", "--dry-run"])
 
     assert result.exit_code == 0, result.output
     assert "DRY RUN" in result.output
     assert tenant.people[0]["displayName"] in result.output
-    assert "30 created" in result.output
-    assert halo_users(halo) == {}
-    assert stored_cursor(halo, row_id) is None
-    assert connection_row(halo, row_id)["lastsync"] is None
+    assert "60 created" in result.output  # 30 users and 30 agents
+    assert fake_graph.token_requests >= 1  # it did read Graph
+    assert halo_tables(halo) == before  # not one Halo row written: users, agents, audit, Last Sync
+    assert sum(len(rows) for rows in before.values()) > 0
+    assert stored_cursor(halo, row_id) is None and stored_cursor(halo, row_id, "Agents") is None
+
+    # The same after a real first run: a dry-run delta with a change and a removal writes nothing.
+    assert by_entity(run(config)).created == N
+    fake_graph.update(tenant.people[1]["id"], jobTitle="Dry Runner")
+    fake_graph.remove(tenant.people[2]["id"])
+    cursor, before = stored_cursor(halo, row_id), halo_tables(halo)
+
+    result = CliRunner().invoke(main, ["run", "--config", str(config), "--integration", "AzureAD", "--dry-run", "--json"])
+
+    assert result.exit_code == 0, result.output
+    users_report = next(e for e in json.loads(result.output)["entities"] if e["entity"] == "Users")
+    assert (users_report["updated"], users_report["created"]) == (2, 0)  # the title, the removal
+    assert halo_tables(halo) == before
+    assert stored_cursor(halo, row_id) == cursor
 
 
 def test_connection_statements_are_valid_tsql(halo, db_url, tmp_path, tenant, fake_graph):
