@@ -54,10 +54,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
-def row_hash(row: dict) -> str:
-    """A stable fingerprint of a prepared row: equal hashes mean nothing to write."""
-    text = json.dumps(row, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha1(text.encode()).hexdigest()
+def row_hash(fields: dict, salt: str = "") -> str:
+    """A stable fingerprint of a source record: equal hashes mean nothing to write.
+
+    ``salt`` stands for everything else that shapes the Halo row (the entity's options), so a
+    changed option makes every record look changed once and be prepared and compared again."""
+    text = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha1((salt + text).encode()).hexdigest()
 
 
 def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
@@ -190,30 +193,43 @@ class SyncEngine:
             else:
                 unique[record.key] = record
         records = list(unique.values())
-        prepared = repo.prepare(conn, [r.fields for r in records], **entity.prepare_options)
+
+        # The hash is taken of the source record, so a record whose link carries the same hash
+        # is settled before it is even prepared: a re-sync with nothing changed costs a read,
+        # a hash and one link lookup per record.
+        salt = self._salt(entity)
+        digests = {r.key: row_hash(r.fields, salt) for r in records}
+        known = links.lookup(conn, scope, [r.key for r in records] + [r.key for r, _ in bad])
+        touched: list[int] = []
+        settled: list[SourceRecord] = []
+        to_prepare: list[SourceRecord] = []
+        for record in records:
+            link = known.get(record.key)
+            if link is not None and link.row_hash == digests[record.key] and not link.deactivated:
+                touched.append(link.id)
+                settled.append(record)
+            else:
+                to_prepare.append(record)
+        report.unchanged += len(settled)
+
+        prepared = repo.prepare(conn, [r.fields for r in to_prepare], **entity.prepare_options)
         good: list[tuple[SourceRecord, dict, str]] = []
-        for record, row in zip(records, prepared):
+        for record, row in zip(to_prepare, prepared):
             if isinstance(row, RecordError):
                 bad.append((record, str(row)))
             else:
-                good.append((record, row, row_hash(row)))
+                good.append((record, row, digests[record.key]))
 
-        known = links.lookup(conn, scope, [r.key for r, _, _ in good] + [r.key for r, _ in bad])
         adopted, ambiguous = self._adopt(conn, index, [g for g in good if g[0].key not in known])
         bad.extend(ambiguous)
         ambiguous_keys = {r.key for r, _ in ambiguous}
 
-        touched: list[int] = []
         check: list[tuple[SourceRecord, dict, str, links.Link | None, int]] = []
         new: list[tuple[SourceRecord, dict, str]] = []
         for record, row, digest in good:
             link = known.get(record.key)
             if link is not None:
-                if link.row_hash == digest and not link.deactivated:
-                    touched.append(link.id)
-                    report.unchanged += 1
-                else:
-                    check.append((record, row, digest, link, link.halo_id))
+                check.append((record, row, digest, link, link.halo_id))
             elif record.key in adopted:
                 check.append((record, row, digest, None, adopted[record.key]))
             elif record.key not in ambiguous_keys:
@@ -276,13 +292,18 @@ class SyncEngine:
             report.add_quarantine([(r.key, reason) for r, reason in bad])
             for r, reason in bad:
                 log.warning("%s: quarantined %s: %s", entity.label, r.key, reason)
-        released = waiting.intersection(r.key for r, _, _ in good if r.key not in ambiguous_keys)
+        released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
         if released:
             quarantine.release(conn, scope, released)
             waiting.difference_update(released)
         change_log.write(conn, report.run_id, log_rows)
         report.add_changes(log_rows)
         report.fetched += len(batch)
+
+    @staticmethod
+    def _salt(entity: Entity) -> str:
+        options = {"repository": type(entity.repository).__name__, "prepare": entity.prepare_options, "create_only": sorted(entity.create_only)}
+        return json.dumps(options, sort_keys=True, default=str)
 
     def _adopt(self, conn: Connection, index: MatchIndex, unlinked: list[tuple[SourceRecord, dict, str]]):
         """Existing Halo records that unlinked source records should take over, by match keys in

@@ -6,11 +6,13 @@ Every test asserts exact report counters and the Halo rows themselves.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 
 from sqlalchemy import delete, func, insert, select, update
 
 from halodb.halo.schema import audit, users
+from halodb.halo.users import UserRepository
 from halodb.state import changes as change_log
 from halodb.state import cursors, quarantine
 from halodb.state.tables import link, run
@@ -495,3 +497,44 @@ def test_run_rows_match_the_reports(halo):
         for counter in ("fetched", "created", "updated", "unchanged", "deactivated", "held_back", "quarantined"):
             assert row[counter] == getattr(rep, counter), counter
     assert [(r["created"], r["updated"], r["quarantined"], r["held_back"]) for r in rows[:3]] == [(4, 0, 0, 0), (0, 1, 1, 0), (0, 1, 0, 3)]
+
+
+# -- the source hash ---------------------------------------------------------------------------
+
+
+class CountingUsers(UserRepository):
+    """Counts the records it is asked to prepare."""
+
+    def __init__(self):
+        self.prepared = 0
+
+    def prepare(self, conn, records, **options):
+        self.prepared += len(records)
+        return super().prepare(conn, records, **options)
+
+
+def test_unchanged_records_are_settled_by_their_hash_without_being_prepared(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(4, site_id)
+    repo = CountingUsers()
+    entity = replace(users_entity(ListSource(records)), repository=repo)
+    engine(halo).run(entity)
+    assert repo.prepared == 4
+    records[1] = with_fields(records[1], surname="Changed")
+    report = engine(halo).run(replace(entity, read=ListSource(records)))
+    assert (report.updated, report.unchanged) == (1, 3)
+    assert repo.prepared == 5  # only the changed record was prepared again
+
+
+def test_a_changed_entity_option_makes_every_record_compared_again(halo):
+    # Same source values, but a new default site: the hash covers the options, so each record
+    # is prepared and compared; records that name their own site keep it and are not written.
+    client_id, site_id = add_client_with_site(halo)
+    _, other_site = add_client_with_site(halo, client="Fabrikam", site_name="Branch")
+    records = [SourceRecord("u0", {"firstname": "A", "surname": "B", "emailaddress": "a@x.example"}), user_records(1, site_id, start=1)[0]]
+    repo = CountingUsers()
+    engine(halo).run(replace(users_entity(ListSource(records), prepare_options={"default_site": site_id}), repository=repo))
+    report = engine(halo).run(replace(users_entity(ListSource(records), prepare_options={"default_site": other_site}), repository=repo))
+    assert repo.prepared == 4
+    assert (report.updated, report.unchanged) == (1, 1), report.error
+    assert halo_users(halo)["a@x.example"]["site_id"] == other_site
