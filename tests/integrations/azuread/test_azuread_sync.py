@@ -266,17 +266,35 @@ def test_failure_mid_paging_deactivates_nothing_and_keeps_the_cursor(halo, db_ur
         fake_graph.remove(p["id"])
     fake_graph.expire_delta_tokens()  # so the next run is a full read that could deactivate
     fake_graph.fail_on_page(2)
+    before = data_tables(halo)
 
     result = by_entity(run(config))
 
     assert result.status == "failed" and "HTTP 500" in result.error
     assert (result.deactivated, result.complete) == (0, False)
+    assert data_tables(halo) == before  # no user, agent or audit row touched
     people = halo_users(halo)
     assert sum(1 for p in people.values() if p["inactive"]) == sum(1 for p in tenant.people if not p["accountEnabled"]) + sum(
         1 for p in generate_users(220, seed=8) if not p["accountEnabled"]
     )
     assert stored_cursor(halo, row_id) == cursor
     assert "HTTP 500" in connection_row(halo, row_id)["lasterror"]
+
+
+def test_retry_budget_running_out_sets_last_error_and_writes_nothing(halo, db_url, tmp_path, tenant, fake_graph):
+    row_id = tenant.connect()
+    fake_graph.throttle(20, retry_after=0)  # more 429s than one run's budget of 8 retries
+
+    report = run(write_config(tmp_path, db_url))
+
+    result = by_entity(report)
+    assert result.status == "failed" and report.exit_code == 1
+    assert "throttled /v1.0/users/delta 9 times (HTTP 429); retry budget of 8 exhausted" in result.error
+    assert halo_users(halo) == {} and stored_cursor(halo, row_id) is None
+    stored = connection_row(halo, row_id)
+    assert "retry budget of 8 exhausted" in stored["lasterror"] and stored["lastsync"] is None
+    with halo.connect() as conn:
+        assert "retry budget" in halo_settings.integration_state(conn, "AzureAD").last_error
 
 
 def test_existing_halo_users_are_adopted_by_email(halo, db_url, tmp_path, tenant, fake_graph):
@@ -348,6 +366,11 @@ def halo_tables(engine) -> dict[str, list[tuple]]:
             table.name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
             for table in halo_metadata.sorted_tables
         }
+
+
+def data_tables(engine) -> dict[str, list[tuple]]:
+    """``halo_tables`` without the two that hold Last Sync / Last Error."""
+    return {name: rows for name, rows in halo_tables(engine).items() if name not in ("azureadconnection", "control")}
 
 
 def test_cli_dry_run_shows_changes_and_writes_nothing(halo, db_url, tmp_path, tenant, fake_graph):
