@@ -71,6 +71,9 @@ def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceR
 
 Progress = Callable[[EntityReport], None]
 
+#: A run that wrote this many links refreshes the link table's statistics (``links.analyze``).
+ANALYZE_AFTER = 1000
+
 
 class SyncEngine:
     """Runs entities into one Halo database."""
@@ -135,6 +138,8 @@ class SyncEngine:
             if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
                 heartbeat()
             self.progress(report)
+        if report.created + report.updated >= ANALYZE_AFTER and not self.dry_run:
+            links.analyze(conn)
         report.complete = ctx.incomplete_reason is None
         if report.complete and entity.deactivate:
             self._deactivate(conn, entity, report)
