@@ -75,6 +75,33 @@ Progress = Callable[[EntityReport], None]
 ANALYZE_AFTER = 1000
 
 
+class RunState:
+    """What one entity run carries from batch to batch, undone with a batch that rolls back."""
+
+    def __init__(self, entity: Entity, report: EntityReport, waiting: set[str]):
+        self.report = report
+        self.index = MatchIndex(entity.repository, entity.scope, entity.match_fields)
+        self.waiting = waiting  # source keys sitting in quarantine
+        self.seen = links.Seen()  # links seen unchanged (their rows are not written)
+        self.seen_in_batch: list[int] = []
+        self._checkpoint: tuple = ()
+
+    def batch_started(self) -> None:
+        self._checkpoint = (self.report.checkpoint(), set(self.waiting))
+        self.seen_in_batch = []
+
+    def batch_committed(self) -> None:
+        self.index.batch_committed()
+        self.seen.add(self.seen_in_batch)
+
+    def batch_rolled_back(self) -> None:
+        report_checkpoint, waiting = self._checkpoint
+        self.report.restore(report_checkpoint)
+        self.index.batch_rolled_back()
+        self.waiting.clear()
+        self.waiting.update(waiting)
+
+
 class SyncEngine:
     """Runs entities into one Halo database."""
 
@@ -132,9 +159,9 @@ class SyncEngine:
         scope = entity.scope
         ctx = ReadContext(cursors.get(conn, scope))
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
-        index = MatchIndex(entity.repository, scope, entity.match_fields)
+        state = RunState(entity, report, waiting)
         for batch in batched(entity.read(ctx), self.limits.batch_size):
-            self._with_retry(conn, lambda: self._batch(conn, entity, index, report, batch, waiting), index, report, waiting)
+            self._with_retry(conn, lambda: self._batch(conn, entity, state, batch), state)
             if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
                 heartbeat()
             self.progress(report)
@@ -142,7 +169,7 @@ class SyncEngine:
             links.analyze(conn)
         report.complete = ctx.incomplete_reason is None
         if report.complete and entity.deactivate:
-            self._deactivate(conn, entity, report)
+            self._deactivate(conn, entity, report, state.seen)
         elif not report.complete:
             log.info("%s: read incomplete (%s); nothing deactivated", entity.label, ctx.incomplete_reason)
         if ctx.new_cursor is not None:
@@ -153,26 +180,22 @@ class SyncEngine:
         if not self.dry_run:
             conn.commit()
 
-    def _with_retry(
-        self, conn: Connection, work: Callable[[], None], index: MatchIndex, report: EntityReport, waiting: set[str]
-    ) -> None:
+    def _with_retry(self, conn: Connection, work: Callable[[], None], state: RunState) -> None:
         """Run one batch; on a transient database error roll it back and run it again.
 
-        What the batch did to the report, the adoption index and the set of quarantined keys is
-        undone with the rollback, so a retried batch counts once and finds what it found before."""
+        What the batch did to the run's state (report, adoption index, quarantined keys, links
+        seen) is undone with the rollback, so a retried batch counts once and finds what it
+        found before."""
         for attempt in range(1, self.limits.batch_attempts + 1):
-            checkpoint, was_waiting = report.checkpoint(), set(waiting)
+            state.batch_started()
             try:
                 work()
                 self._commit(conn)
-                index.batch_committed()
+                state.batch_committed()
                 return
             except DBAPIError as err:
                 conn.rollback()
-                index.batch_rolled_back()
-                report.restore(checkpoint)
-                waiting.clear()
-                waiting.update(was_waiting)
+                state.batch_rolled_back()
                 if self.dry_run or not self.is_transient(err) or attempt == self.limits.batch_attempts:
                     if self.is_transient(err):
                         raise TransientError(f"database kept failing after {attempt} attempts: {one_line(err)}") from err
@@ -183,10 +206,8 @@ class SyncEngine:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def _batch(
-        self, conn: Connection, entity: Entity, index: MatchIndex, report: EntityReport, batch: list[SourceRecord], waiting: set[str]
-    ) -> None:
-        repo, scope = entity.repository, entity.scope
+    def _batch(self, conn: Connection, entity: Entity, state: RunState, batch: list[SourceRecord]) -> None:
+        repo, scope, report, index, waiting = entity.repository, entity.scope, state.report, state.index, state.waiting
         wctx = WriteContext(self.agent_id, self.clock())
         bad: list[tuple[SourceRecord, str]] = []
         unique: dict[str, SourceRecord] = {}
@@ -205,13 +226,13 @@ class SyncEngine:
         salt = self._salt(entity)
         digests = {r.key: row_hash(r.fields, salt) for r in records}
         known = links.lookup(conn, scope, [r.key for r in records] + [r.key for r, _ in bad])
-        touched: list[int] = []
+        touched: list[links.Link] = []
         settled: list[SourceRecord] = []
         to_prepare: list[SourceRecord] = []
         for record in records:
             link = known.get(record.key)
             if link is not None and link.row_hash == digests[record.key] and not link.deactivated:
-                touched.append(link.id)
+                touched.append(link)
                 settled.append(record)
             else:
                 to_prepare.append(record)
@@ -256,7 +277,7 @@ class SyncEngine:
             if repo.is_locked(current):
                 report.locked += 1
                 if link is not None:
-                    touched.append(link.id)  # seen, but keep the old hash so it is tried again
+                    touched.append(link)  # seen, but keep the old hash so it is tried again
                 else:
                     new_links.append((record.key, halo_id, ""))
                 continue
@@ -288,10 +309,11 @@ class SyncEngine:
             report.skipped += len(new)
         repo.update(conn, updates, wctx)
 
-        touched.extend(known[r.key].id for r, _ in bad if r.key in known)  # present, just not usable
+        touched.extend(known[r.key] for r, _ in bad if r.key in known)  # present, just not usable
         links.add(conn, scope, new_links, report.run_id)
         links.refresh(conn, refreshed, report.run_id)
-        links.touch(conn, touched, report.run_id)
+        links.touch(conn, [t.id for t in touched if t.missed_runs], report.run_id)
+        state.seen_in_batch.extend(t.id for t in touched)
         if bad:
             quarantine.put(conn, scope, report.run_id, [(r.key, reason, r.fields) for r, reason in bad])
             report.add_quarantine([(r.key, reason) for r, reason in bad])
@@ -337,9 +359,10 @@ class SyncEngine:
 
     # -- deactivation --------------------------------------------------------------------------
 
-    def _deactivate(self, conn: Connection, entity: Entity, report: EntityReport) -> None:
+    def _deactivate(self, conn: Connection, entity: Entity, report: EntityReport, seen: links.Seen) -> None:
         repo, scope, limits = entity.repository, entity.scope, self.limits
-        missing = links.count_missing(conn, scope, report.run_id)
+        absent = links.missing(conn, scope, report.run_id, seen)
+        missing = len(absent)
         if not missing:
             return
         active = links.count_active(conn, scope)
@@ -357,8 +380,8 @@ class SyncEngine:
             )
             log.warning("%s: %s", entity.label, report.error)
             return
-        links.bump_missed(conn, scope, report.run_id)
-        due = links.due(conn, scope, report.run_id, limits.deactivate_after_missed_runs)
+        links.bump_missed(conn, [a.id for a in absent])
+        due = [a for a in absent if a.missed_runs + 1 >= limits.deactivate_after_missed_runs]
         stored = repo.current(conn, [d.halo_id for d in due])
         wctx = WriteContext(self.agent_id, self.clock())
         to_close, done = [], []
