@@ -7,7 +7,7 @@ deactivation safe (a record is deactivated only after it was missing for N compl
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
@@ -18,8 +18,7 @@ from halodb.state.scope import Scope
 from halodb.state.tables import link
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):  # a tuple: one is built for every record of every batch
     id: int
     source_key: str
     halo_id: int

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -59,8 +60,11 @@ def row_hash(fields: dict, salt: str = "") -> str:
 
     ``salt`` stands for everything else that shapes the Halo row (the entity's options), so a
     changed option makes every record look changed once and be prepared and compared again."""
-    text = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha1((salt + text).encode()).hexdigest()
+    try:
+        text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-string key)
+        text = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha1(salt.encode() + text).hexdigest()
 
 
 def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
