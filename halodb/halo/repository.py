@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any
 
 from sqlalchemy import Boolean, DateTime, Integer, SmallInteger, Table, any_, bindparam, func, insert, select, update
@@ -155,13 +156,19 @@ class Repository:
         except RecordError as err:
             return err
 
+    @cached_property
+    def _converters(self) -> dict[str, Callable[[Any], Any]]:
+        return {name: converter(self.table.c[name].type, name) for name in self.writable}
+
     def coerce(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Check field names and convert values to the column types; raise RecordError if bad."""
         row: dict[str, Any] = {}
+        converters = self._converters
         for name, value in record.items():
-            if name not in self.writable:
+            convert = converters.get(name)
+            if convert is None:
                 raise RecordError(f"unknown {self.audit_name.lower()} field {name!r}")
-            row[name] = coerce_value(self.table.c[name].type, value, name)
+            row[name] = convert(value)
         if row.get(self.inactive_field) is None:
             row[self.inactive_field] = False
         for name in self.required:
@@ -260,40 +267,71 @@ _FALSE = {"0", "false", "no", "n", "off", ""}
 
 def coerce_value(type_, value: Any, name: str) -> Any:
     """Convert a source value to what the column holds; ``RecordError`` names the field if it can't."""
+    return converter(type_, name)(value)
+
+
+def converter(type_, name: str) -> Callable[[Any], Any]:
+    """The conversion ``coerce_value`` does for one column, chosen once (``coerce`` runs it for
+    every field of every record of a first load)."""
+    if isinstance(type_, Boolean):
+        return partial(_to_bool, name=name)
+    if isinstance(type_, (Integer, SmallInteger)):
+        return partial(_to_int, name=name)
+    if isinstance(type_, DateTime):
+        return partial(_to_datetime, name=name)
+    return partial(_to_text, name=name, length=getattr(type_, "length", None))
+
+
+def _to_bool(value: Any, name: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise RecordError(f"{name} must be true or false (got {value!r})")
+
+
+def _to_int(value: Any, name: str) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "":
+            return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RecordError(f"{name} must be a whole number (got {value!r})") from None
+    if not number.is_integer():
+        raise RecordError(f"{name} must be a whole number (got {value!r})")
+    return int(number)
+
+
+def _to_datetime(value: Any, name: str) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    text = str(value).strip()
+    if text == "":
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise RecordError(f"{name} must be a date and time (got {value!r})") from None
+
+
+def _to_text(value: Any, name: str, length: int | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = value.strip()
-    if isinstance(type_, Boolean):
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise RecordError(f"{name} must be true or false (got {value!r})")
-    if value == "":
-        return None
-    if isinstance(type_, (Integer, SmallInteger)):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise RecordError(f"{name} must be a whole number (got {value!r})") from None
-        if not number.is_integer():
-            raise RecordError(f"{name} must be a whole number (got {value!r})")
-        return int(number)
-    if isinstance(type_, DateTime):
-        if isinstance(value, dt.datetime):
-            return value
-        try:
-            return dt.datetime.fromisoformat(str(value))
-        except ValueError:
-            raise RecordError(f"{name} must be a date and time (got {value!r})") from None
-    text = str(value) if not isinstance(value, str) else value
-    if isinstance(value, float) and value.is_integer():
+        text = value.strip()
+    elif isinstance(value, float) and value.is_integer():
         text = str(int(value))  # spreadsheets hand phone numbers and codes over as floats
-    length = getattr(type_, "length", None)
+    else:
+        text = str(value).strip()
+    if text == "":
+        return None
     if length and len(text) > length:
         raise RecordError(f"{name} is longer than {length} characters")
     return text

@@ -75,6 +75,11 @@ class MatchIndex:
         self._indexed_up_to = top
         self._written = set()  # all at or below ``top`` now: never read again
 
+    @property
+    def empty(self) -> bool:
+        """No unlinked Halo record is left to adopt (a first load into an empty Halo)."""
+        return not any(self._by_fields.values())
+
     def candidates(self, fields: tuple[str, ...], values: Sequence) -> list[int]:
         """Ids of unlinked Halo records whose ``fields`` equal ``values`` (trimmed, any case)."""
         key = match_key(values)

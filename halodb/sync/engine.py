@@ -343,6 +343,8 @@ class SyncEngine:
         if not unlinked or not index.match_fields:
             return adopted, ambiguous
         index.refresh(conn)
+        if index.empty:
+            return adopted, ambiguous
         pending = unlinked
         for fields in index.match_fields:
             if not pending:
