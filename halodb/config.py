@@ -225,6 +225,11 @@ class AzureADSettings(_Section):
         return out
 
 
+def on_windows() -> bool:
+    """Whether integrated authentication is possible here (a function, so tests can say yes)."""
+    return os.name == "nt"
+
+
 class Settings(_Section):
     """The whole ``appsettings.json``.
 
@@ -278,13 +283,15 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _required_unless_url(self) -> Settings:
         if self.database.url is None:
-            required = (
+            required = [
                 ("HaloUrl", self.halo_url),
                 ("Database.Server", self.database.server),
                 ("Database.Name", self.database.name),
-                ("Database.Username", self.database.username),
-                ("Database.Password", self.database.password),
-            )
+            ]
+            # On Windows an empty Database.Username means integrated authentication (the
+            # account the scheduled task runs as), which needs no password either.
+            if not on_windows() or (self.database.username or "").strip():
+                required += [("Database.Username", self.database.username), ("Database.Password", self.database.password)]
             for dotted, value in required:
                 if value is None or not value.strip():
                     raise _model_error(f"{dotted} is required (or set Database.Url)")

@@ -257,6 +257,16 @@ def test_each_required_field(tmp_path: Path, field: str):
     assert load_error(path) == f"{path}: {field} is required (or set Database.Url)"
 
 
+def test_no_username_on_windows_means_integrated_authentication(tmp_path: Path, monkeypatch):
+    data = with_changes()
+    del data["Database"]["Username"], data["Database"]["Password"]
+    path = write(tmp_path / "appsettings.json", data)
+    assert load_error(path) == f"{path}: Database.Username is required (or set Database.Url)"  # not Windows
+    monkeypatch.setattr("halodb.config.on_windows", lambda: True)
+    settings = load_settings(path, env={})
+    assert settings.database.username is None and settings.database.password is None
+
+
 def test_empty_password_counts_as_missing(tmp_path: Path):
     path = write(tmp_path / "appsettings.json", with_changes(Database={"Password": ""}))
     assert load_error(path) == f"{path}: Database.Password is required (or set Database.Url)"

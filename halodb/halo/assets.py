@@ -158,6 +158,9 @@ class AssetRepository(Repository):
         out = dict.fromkeys(site_ids, 1)
         for part in chunks(site_ids):
             stmt = select(device.c.site_id, func.max(device.c.devnum)).where(device.c.site_id.in_(part)).group_by(device.c.site_id)
+            # SQL Server: hold the key range until commit, so a technician adding a device to
+            # the same site in Halo meanwhile waits instead of taking the same number.
+            stmt = stmt.with_hint(device, "WITH (UPDLOCK, HOLDLOCK)", dialect_name="mssql")
             for site_id, top in conn.execute(stmt):
                 out[site_id] = (top or 0) + 1
         return out

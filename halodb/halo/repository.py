@@ -26,11 +26,21 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from halodb import bulk
+from halodb.halo import output_into
 from halodb.errors import RecordError
 from halodb.halo import audit
 
 # SQL Server refuses more than 2,100 parameters in one request; IN lists stay well under it.
 IN_LIST_LIMIT = 2000
+
+
+def tables_with_triggers_cached(conn: Connection) -> set[str]:
+    """The Halo tables halodb writes that have triggers, asked once per database connection."""
+    if "halodb_triggers" not in conn.info:
+        from halodb.halo.triggers import WRITTEN_TABLES, tables_with_triggers  # triggers imports the schema
+
+        conn.info["halodb_triggers"] = tables_with_triggers(conn, WRITTEN_TABLES)
+    return conn.info["halodb_triggers"]
 
 
 def keyed(*columns) -> list:
@@ -190,10 +200,23 @@ class Repository:
         params = [{k: r.get(k, defaults[k]) for k in keys} for r in stamped]
         if conn.dialect.name == "postgresql":
             return self._insert_by_copy(conn, params)
+        if conn.dialect.name == "mssql" and self.table.name in tables_with_triggers_cached(conn):
+            return self._insert_output_into(conn, keys, params)
         # SQL Server: INSERT … OUTPUT inserted.id in pages under the 2,100-parameter limit, the
         # ids sorted back into parameter order by SQLAlchemy; SQLite: INSERT … RETURNING.
         stmt = insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
         return [row[0] for row in conn.execute(stmt, params)]
+
+    def _insert_output_into(self, conn: Connection, keys: list[str], params: list[dict]) -> list[int]:
+        """SQL Server, table with triggers: ``OUTPUT … INTO @ids`` pages (see ``output_into``)."""
+        ids: list[int] = []
+        for page in chunks(params, output_into.rows_per_page(len(keys))):
+            flat = tuple(row[k] for row in page for k in keys)
+            new = [r[0] for r in conn.exec_driver_sql(output_into.batch(self.table, keys, len(page)), flat)]
+            if len(new) != len(page):
+                raise RuntimeError(f"{self.table.name}: inserted {len(page)} rows but got {len(new)} ids back")
+            ids.extend(new)
+        return ids
 
     def _insert_by_copy(self, conn: Connection, params: list[dict]) -> list[int]:
         """PostgreSQL: take the ids from the table's sequence first, then COPY rows that carry them.
