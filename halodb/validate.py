@@ -118,7 +118,8 @@ def validate(settings, engine: Engine | None = None) -> Validation:
 
 def trigger_check(engine: Engine) -> Check:
     """Which Halo tables halodb writes carry triggers. Not a failure: SQL Server refuses
-    ``OUTPUT inserted`` on such a table, so halodb reads the ids it inserted back by key there."""
+    a plain ``OUTPUT inserted`` on such a table, so halodb inserts there through ``OUTPUT … INTO``
+    a table variable (``halodb.halo.output_into``)."""
     try:
         with engine.connect() as conn:
             found = tables_with_triggers(conn, WRITTEN_TABLES)
@@ -128,7 +129,7 @@ def trigger_check(engine: Engine) -> Check:
     if not found:
         return Check("halo triggers", True, "none on the tables halodb writes")
     names = ", ".join(sorted(found))
-    return Check("halo triggers", True, f"on {names}: halodb reads inserted ids back by key there instead of OUTPUT inserted")
+    return Check("halo triggers", True, f"on {names}: halodb inserts there through OUTPUT … INTO a table variable")
 
 
 def _mask(target: str) -> str:

@@ -56,7 +56,7 @@ def test_triggers_are_found_on_the_tables_that_have_them(halo):
 
     check = trigger_check(halo)
     assert check.ok
-    assert check.detail == "on device, users: halodb reads inserted ids back by key there instead of OUTPUT inserted"
+    assert check.detail == "on device, users: halodb inserts there through OUTPUT … INTO a table variable"
 
 
 def test_disabled_and_internal_triggers_do_not_count(halo):

@@ -2,8 +2,8 @@
 
 SQL Server refuses ``INSERT … OUTPUT inserted.id`` (without ``INTO``) on a table with an enabled
 trigger (error 334), and OUTPUT is how halodb reads back the ids of the rows it inserts. So
-``halodb validate`` names the tables halodb writes that have triggers; inserts into those must
-read their new ids back by key instead. Halo ships triggers on some installations (audit add-ons,
+``halodb validate`` names the tables halodb writes that have triggers, and inserts into those
+go through ``OUTPUT … INTO`` a table variable instead (``halodb.halo.output_into``). Halo ships triggers on some installations (audit add-ons,
 customisations), so this is asked of the live database, never assumed.
 
 One query per backend, each for the tables visible without a schema prefix (as halodb names them):
