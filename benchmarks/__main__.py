@@ -235,15 +235,31 @@ def versions() -> str:
 SQL_SERVER = """\
 ## What changes on SQL Server
 
-Production is SQL Server through pyodbc, where none of the PostgreSQL fast paths exist: there is no
-`COPY` from pyodbc, so the physical-limit proxy becomes `fast_executemany` in chunks (or the bulk-copy
-API of Microsoft's newer `mssql-python` driver, the nearest thing to COPY). halodb's inserts need the
-new ids back in row order, which SQLAlchemy does with `INSERT … OUTPUT inserted.id` and
-`sort_by_parameter_order=True`; under SQL Server's 2,100-parameter limit insertmanyvalues pages those
-statements at ≤ 1,000 rows (fewer for wide rows: 15 columns → ~139 rows a page), and updates and audit
-rows go through `fast_executemany`. Round trips per batch therefore grow, and the seconds here do not
-carry over - the ratios do (halodb against the bulk-insert limit of the same driver, the per-record loop
-against halodb, and a re-sync with nothing changed writing nothing and costing a fraction of a first load).
+Production is SQL Server through pyodbc. None of this run's seconds carry over; the statement shapes
+and batch sizes do, and this is where they differ from the PostgreSQL run above:
+
+- **Batches** stay at 2,000 source records (`Sync.BatchSize`), one transaction each.
+- **Lookups** (links by source key, Halo records by id) are `IN` lists of at most 2,000 parameters
+  (`IN_LIST_LIMIT`), under SQL Server's 2,100 per request. PostgreSQL gets one array parameter
+  (`= ANY(:keys)`) instead, because binding and planning 2,000 scalars cost more there than the lookup.
+- **New Halo rows** need their identity values back in row order. pyodbc has no `COPY`, and Halo's
+  identity columns cannot be pre-allocated the way this run takes PostgreSQL sequence values, so
+  SQLAlchemy's insertmanyvalues sends `INSERT … OUTPUT inserted.id SELECT … FROM (VALUES …) ORDER BY`
+  pages of at most 2,099 parameters. For 15 user columns that is 139 rows a page, or 15 round trips
+  per batch. On a table with triggers, where a plain `OUTPUT` is refused, the same pages go through
+  `OUTPUT … INTO @ids` (`halodb/halo/output_into.py`).
+- **Rows that need no ids back** (links, change rows, audit rows, updates) go as one
+  `fast_executemany` per statement and batch. pyodbc binds them as parameter arrays in one round trip;
+  that is what stands in for `COPY`.
+- **Device numbering** reads `max(devnum)` `WITH (UPDLOCK, HOLDLOCK)`, so a device added in Halo
+  meanwhile waits for halodb's transaction instead of taking the same number.
+- **Statistics**: SQL Server refreshes them itself before it compiles a plan on a table that has
+  grown, so the `ANALYZE` halodb runs on PostgreSQL after a big load has no SQL Server counterpart.
+
+The physical-limit proxy there would be `fast_executemany` in chunks, or the bulk-copy API of
+Microsoft's `mssql-python` driver. A first load therefore pays more round trips per batch on SQL
+Server than here. A re-sync with nothing changed costs the same shape on both: one lookup per batch
+and no writes.
 """
 
 
@@ -271,7 +287,7 @@ def render(results: dict, n: int, args, profile_text: str | None, started: dt.da
         *table(results),
         "",
         "halodb/limit: how many times a raw bulk insert halodb takes (design target for W1 on PostgreSQL: ≤ 2.5×); "
-        "naive/halodb and dlt/halodb: how many times faster halodb is (targets: ≥ 20× and > 1×).",
+        "naive/halodb and dlt/halodb: how many times faster halodb is (targets: ≥ 20× and ≥ 1.5×).",
         "",
         "### Every measurement",
         "",

@@ -75,7 +75,8 @@ def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceR
 
 Progress = Callable[[EntityReport], None]
 
-#: A run that wrote this many links refreshes the link table's statistics (``links.analyze``).
+#: A run refreshes the link table's statistics once it wrote this many links, and again each
+#: time the number doubles (``links.analyze``).
 ANALYZE_AFTER = 1000
 
 
@@ -164,13 +165,21 @@ class SyncEngine:
         ctx = ReadContext(cursors.get(conn, scope))
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting)
+        analyzed = 0  # links written when the link table's statistics were last refreshed
         for batch in batched(entity.read(ctx), self.limits.batch_size):
             self._with_retry(conn, lambda: self._batch(conn, entity, state, batch), state)
+            written = report.created + report.updated
+            if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run:
+                # Each time the links written double: a handful of ANALYZEs per load, and the
+                # lookups of a long first load never plan against a table believed empty.
+                links.analyze(conn)
+                self._commit(conn)
+                analyzed = written
             if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
                 heartbeat()
             self.progress(report)
-        if report.created + report.updated >= ANALYZE_AFTER and not self.dry_run:
-            links.analyze(conn)
+        if report.created + report.updated - analyzed >= ANALYZE_AFTER and not self.dry_run:
+            links.analyze(conn)  # for the next run's lookups
         report.complete = ctx.incomplete_reason is None
         if report.complete and entity.deactivate:
             self._deactivate(conn, entity, report, state.seen)

@@ -78,6 +78,7 @@ from halodb.integrations.azuread.mapping import (
 from halodb.state import links
 from halodb.state.scope import Scope
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
+from halodb.sync.spool import spooled
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +297,11 @@ class _Reader:
         return f"<azuread reader {self.label}>"
 
     def __call__(self, ctx: ReadContext) -> Iterator[SourceRecord]:
+        # Graph pages for minutes at 100,000 users: spool the whole read, so a failure on any
+        # page leaves Halo untouched, not half-synced (halodb.sync.spool).
+        return spooled(self._read(ctx))
+
+    def _read(self, ctx: ReadContext) -> Iterator[SourceRecord]:
         if self.problems:
             raise IntegrationFailed("; ".join(self.problems))
         row, users = self.row, self.users

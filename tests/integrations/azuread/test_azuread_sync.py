@@ -281,6 +281,24 @@ def test_failure_mid_paging_deactivates_nothing_and_keeps_the_cursor(halo, db_ur
     assert "HTTP 500" in connection_row(halo, row_id)["lasterror"]
 
 
+def test_a_first_sync_failing_mid_paging_writes_no_halo_row(halo, db_url, tmp_path, tenant, fake_graph):
+    # Pages one and two (200 users, ten engine batches of 20) arrive before page three fails:
+    # the read is spooled, so none of them reaches Halo.
+    fake_graph.add_many(generate_users(220, seed=8))
+    row_id = tenant.connect()
+    config = write_config(tmp_path, db_url, BatchSize=20)
+    fake_graph.fail_on_page(3)
+    before = data_tables(halo)
+
+    result = by_entity(run(config))
+
+    assert result.status == "failed" and "HTTP 500" in result.error
+    assert (result.fetched, result.created) == (0, 0)
+    assert data_tables(halo) == before
+    assert stored_cursor(halo, row_id) is None
+    assert "HTTP 500" in connection_row(halo, row_id)["lasterror"]
+
+
 def test_retry_budget_running_out_sets_last_error_and_writes_nothing(halo, db_url, tmp_path, tenant, fake_graph):
     row_id = tenant.connect()
     fake_graph.throttle(20, retry_after=0)  # more 429s than one run's budget of 8 retries

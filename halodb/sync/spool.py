@@ -1,0 +1,29 @@
+"""Read a source to the end before the engine writes anything.
+
+The engine commits batch by batch, so a source that fails halfway leaves the batches before the
+failure in Halo (safe, since the next run picks up from the old cursor, but not "untouched"). An
+API read that pages for minutes (Graph) is the likeliest to fail halfway, so such sources are
+spooled: every record goes to an anonymous temporary file first, and only a read that reached
+its end is handed to the engine. Memory stays flat; the file vanishes when the run ends.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from collections.abc import Iterable, Iterator
+
+from halodb.sync.entity import SourceRecord
+
+
+def spooled(records: Iterable[SourceRecord]) -> Iterator[SourceRecord]:
+    """``records``, yielded only after all of them were read; an error while reading raises
+    before the first record comes out."""
+    with tempfile.TemporaryFile(prefix="halodb-spool-") as spool:
+        count = 0
+        for record in records:
+            pickle.dump(record, spool, protocol=pickle.HIGHEST_PROTOCOL)
+            count += 1
+        spool.seek(0)
+        for _ in range(count):
+            yield pickle.load(spool)
