@@ -39,6 +39,55 @@ def lookup(conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, Lin
     return out
 
 
+#: A scope with at most this many links is read in one pass by a run that reads a whole source
+#: (about 30 MB of memory at the limit); a bigger one is looked up batch by batch.
+PRELOAD_LIMIT = 200_000
+
+
+class Lookup:
+    """The links of one scope for one run, looked up batch by batch or read in one pass.
+
+    A re-sync of a whole source asks for every link of the scope, one batch at a time: 2,000 index
+    probes per batch, most of a re-sync's cost once nothing has changed. So when the first lookup
+    comes with a full batch (a full read, not a delta of a few changes) and the scope is small
+    enough, all its links are read in one streamed pass instead. Each key is taken out of that
+    cache when it is asked for, so whatever the run then writes is read from the database if the
+    key comes again (a duplicate, or the retry of a rolled-back batch), never from a stale copy;
+    nothing else writes the scope while the run holds its lock.
+    """
+
+    def __init__(self, scope: Scope, full_batch: int, preload_limit: int | None = None):
+        self.scope = scope
+        self.full_batch = full_batch
+        self.preload_limit = PRELOAD_LIMIT if preload_limit is None else preload_limit
+        self._cache: dict[str, Link] | None = None
+        self._decided = False
+
+    def __call__(self, conn: Connection, keys: Sequence[str]) -> dict[str, Link]:
+        if not self._decided and len(keys) >= self.full_batch:
+            self._decided = True
+            self._preload(conn)
+        if not self._cache:
+            return lookup(conn, self.scope, keys)
+        found: dict[str, Link] = {}
+        misses = []
+        for key in keys:
+            hit = self._cache.pop(key, None)
+            if hit is None:
+                misses.append(key)
+            else:
+                found[key] = hit
+        if misses:
+            found.update(lookup(conn, self.scope, misses))
+        return found
+
+    def _preload(self, conn: Connection) -> None:
+        count = conn.execute(select(func.count()).select_from(link).where(self.scope.where(link))).scalar_one()
+        if 0 < count <= self.preload_limit:
+            rows = conn.execute(select(*_COLUMNS).where(self.scope.where(link)))
+            self._cache = {r[1]: Link(*r) for r in rows}
+
+
 def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], run_id: int) -> None:
     """New links from (source key, Halo id, row hash)."""
     if rows:

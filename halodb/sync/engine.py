@@ -83,11 +83,12 @@ ANALYZE_AFTER = 1000
 class RunState:
     """What one entity run carries from batch to batch, undone with a batch that rolls back."""
 
-    def __init__(self, entity: Entity, report: EntityReport, waiting: set[str]):
+    def __init__(self, entity: Entity, report: EntityReport, waiting: set[str], full_batch: int):
         self.report = report
         self.index = MatchIndex(entity.repository, entity.scope, entity.match_fields)
         self.waiting = waiting  # source keys sitting in quarantine
         self.seen = links.Seen()  # links seen unchanged (their rows are not written)
+        self.lookup = links.Lookup(entity.scope, full_batch)
         self.seen_in_batch: list[int] = []
         self._checkpoint: tuple = ()
 
@@ -164,7 +165,7 @@ class SyncEngine:
         scope = entity.scope
         ctx = ReadContext(cursors.get(conn, scope))
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
-        state = RunState(entity, report, waiting)
+        state = RunState(entity, report, waiting, self.limits.batch_size)
         analyzed = 0  # links written when the link table's statistics were last refreshed
         for batch in batched(entity.read(ctx), self.limits.batch_size):
             self._with_retry(conn, lambda: self._batch(conn, entity, state, batch), state)
@@ -238,7 +239,7 @@ class SyncEngine:
         # a hash and one link lookup per record.
         salt = self._salt(entity)
         digests = {r.key: row_hash(r.fields, salt) for r in records}
-        known = links.lookup(conn, scope, [r.key for r in records] + [r.key for r, _ in bad])
+        known = state.lookup(conn, [r.key for r in records] + [r.key for r, _ in bad])
         touched: list[links.Link] = []
         settled: list[SourceRecord] = []
         to_prepare: list[SourceRecord] = []

@@ -1,0 +1,91 @@
+"""How a run looks its links up (``halodb.state.links.Lookup``): per batch, or in one pass."""
+
+from __future__ import annotations
+
+from sqlalchemy import event, func, select
+
+from halodb.halo.schema import users
+from halodb.state import links
+from halodb.state.tables import link
+from halodb.sync.engine import Limits, SyncEngine
+from halodb.sync.entity import SourceRecord
+from tests.helpers import ListSource, add_client_with_site, user_records, users_entity
+
+SCOPE = users_entity(None).scope
+
+
+class LinkQueries:
+    """Counts the SELECTs a block of code sends to the link table."""
+
+    def __init__(self, engine):
+        self.engine, self.count = engine, 0
+
+    def _seen(self, conn, cursor, statement, *args):
+        text = statement.lower()
+        if text.lstrip().startswith("select") and "from halodb_link" in text:
+            self.count += 1
+
+    def __enter__(self):
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *exc):
+        event.remove(self.engine, "before_cursor_execute", self._seen)
+
+
+def user_count(halo) -> int:
+    with halo.connect() as conn:
+        return conn.execute(select(func.count()).select_from(users)).scalar_one()
+
+
+def test_a_full_resync_reads_the_links_in_one_pass(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(12, site_id)
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3))
+    engine.run(users_entity(ListSource(records)))
+    with LinkQueries(halo) as queries:
+        report = engine.run(users_entity(ListSource(records)))
+    assert report.unchanged == 12
+    # count + one pass + the end-of-run scan for missing links; per batch it would be 4 lookups + 1
+    assert queries.count == 3
+
+
+def test_a_scope_over_the_limit_is_looked_up_batch_by_batch(halo, monkeypatch):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(12, site_id)
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3))
+    engine.run(users_entity(ListSource(records)))
+    monkeypatch.setattr(links, "PRELOAD_LIMIT", 11)
+    with LinkQueries(halo) as queries:
+        report = engine.run(users_entity(ListSource(records)))
+    assert report.unchanged == 12
+    assert queries.count == 1 + 4 + 1  # count, one lookup per batch, missing-link scan
+
+
+def test_a_short_delta_does_not_read_the_whole_scope(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(12, site_id)
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3))
+    engine.run(users_entity(ListSource(records)))
+    lookup = links.Lookup(SCOPE, full_batch=3)
+    with halo.connect() as conn:
+        found = lookup(conn, ["u1", "u2"])
+    assert set(found) == {"u1", "u2"}
+    assert lookup._cache is None and lookup._decided is False
+
+
+def test_a_key_seen_again_later_in_the_run_is_read_from_the_database(halo):
+    # u1 comes twice, in batch 1 and batch 3: the second time its link (written by batch 1) must
+    # be found, not the preloaded state from before the run, or Halo would get a second user.
+    _, site_id = add_client_with_site(halo)
+    records = user_records(6, site_id)
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3))
+    engine.run(users_entity(ListSource(records[:3])))
+    changed = SourceRecord("u1", {**records[1].fields, "surname": "Changed"})
+    again = [records[0], changed, records[2], records[3], records[4], records[5], SourceRecord("u1", {**records[1].fields, "surname": "Twice"})]
+    report = engine.run(users_entity(ListSource(again)))
+    assert report.status == "ok", report.error
+    assert (report.created, report.updated) == (3, 2)
+    assert user_count(halo) == 6
+    with halo.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(link).where(link.c.source_key == "u1")).scalar_one() == 1
