@@ -81,6 +81,13 @@ class Lookup:
             found.update(lookup(conn, self.scope, misses))
         return found
 
+    def unseen(self) -> list[Link] | None:
+        """After a read, the active links read in one pass that no record asked for: exactly what
+        :func:`missing` would find, without reading the scope again. None if there was no pass."""
+        if self._cache is None:
+            return None
+        return sorted((found for found in self._cache.values() if not found.deactivated), key=lambda found: found.id)
+
     def _preload(self, conn: Connection) -> None:
         count = conn.execute(select(func.count()).select_from(link).where(self.scope.where(link))).scalar_one()
         if 0 < count <= self.preload_limit:

@@ -183,7 +183,7 @@ class SyncEngine:
             links.analyze(conn)  # for the next run's lookups
         report.complete = ctx.incomplete_reason is None
         if report.complete and entity.deactivate:
-            self._deactivate(conn, entity, report, state.seen)
+            self._deactivate(conn, entity, report, state)
         elif not report.complete:
             log.info("%s: read incomplete (%s); nothing deactivated", entity.label, ctx.incomplete_reason)
         if ctx.new_cursor is not None:
@@ -375,9 +375,11 @@ class SyncEngine:
 
     # -- deactivation --------------------------------------------------------------------------
 
-    def _deactivate(self, conn: Connection, entity: Entity, report: EntityReport, seen: links.Seen) -> None:
+    def _deactivate(self, conn: Connection, entity: Entity, report: EntityReport, state: RunState) -> None:
         repo, scope, limits = entity.repository, entity.scope, self.limits
-        absent = links.missing(conn, scope, report.run_id, seen)
+        absent = state.lookup.unseen()
+        if absent is None:
+            absent = links.missing(conn, scope, report.run_id, state.seen)
         missing = len(absent)
         if not missing:
             return

@@ -46,8 +46,9 @@ def test_a_full_resync_reads_the_links_in_one_pass(halo):
     with LinkQueries(halo) as queries:
         report = engine.run(users_entity(ListSource(records)))
     assert report.unchanged == 12
-    # count + one pass + the end-of-run scan for missing links; per batch it would be 4 lookups + 1
-    assert queries.count == 3
+    # a count and one pass, which also answers which links went missing; per batch it would be
+    # a count, 4 lookups and a scan for missing links
+    assert queries.count == 2
 
 
 def test_a_scope_over_the_limit_is_looked_up_batch_by_batch(halo, monkeypatch):
@@ -60,6 +61,18 @@ def test_a_scope_over_the_limit_is_looked_up_batch_by_batch(halo, monkeypatch):
         report = engine.run(users_entity(ListSource(records)))
     assert report.unchanged == 12
     assert queries.count == 1 + 4 + 1  # count, one lookup per batch, missing-link scan
+
+
+def test_missing_links_come_from_the_pass_and_are_deactivated_as_before(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(12, site_id)
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3, deactivate_after_missed_runs=1, max_deactivation_percent=50))
+    engine.run(users_entity(ListSource(records)))
+    report = engine.run(users_entity(ListSource(records[:6] + records[7:])))  # u6 gone
+    assert (report.unchanged, report.deactivated) == (11, 1)
+    with halo.connect() as conn:
+        gone = conn.execute(select(link.c.deactivated, link.c.missed_runs).where(link.c.source_key == "u6")).one()
+    assert tuple(gone) == (True, 1)
 
 
 def test_a_short_delta_does_not_read_the_whole_scope(halo):
