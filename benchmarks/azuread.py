@@ -6,7 +6,7 @@ For each N: a fresh PostgreSQL schema with a Halo fixture (20 clients, 60 sites)
 connection (two group → site mappings, one through a nested group, a landing site for the rest); the
 local HTTPS Graph fake from ``tests/fakes`` serves N generated users (non-ASCII names, missing
 fields, disabled accounts, guests) from this process. Then, each in a fresh process so that its
-peak RSS (``ru_maxrss``) is its own and includes none of the fake's memory:
+peak RSS (``VmHWM``) is its own and includes none of the fake's memory:
 
 1. setup   - the fixture, halodb's migrations and the connection;
 2. full    - ``halodb run --integration AzureAD``: the first sync, a full ``/users/delta`` read;
@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import ssl
 import subprocess
@@ -100,7 +99,9 @@ class LocalGraph:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    from benchmarks.worker import peak_rss_mib as own_peak  # VmHWM: not the orchestrator's memory
+
+    return own_peak()
 
 
 def _setup(spec: dict) -> dict:
@@ -337,7 +338,7 @@ def render(results: list[dict], started: dt.datetime, head: str | None = None) -
         "titles. Two group mappings place users on sites (Seattle; UK, which holds the London group nested), the "
         "rest land on the connection's landing site. "
         "The fake runs in the orchestrating process; setup, the full sync and the delta run each run in a fresh "
-        "process, so peak RSS (`ru_maxrss`) is halodb's own. On this machine the fake, PostgreSQL and halodb share "
+        "process, so peak RSS (`VmHWM`, which exec resets, unlike `ru_maxrss`) is halodb's own. On this machine the fake, PostgreSQL and halodb share "
         "the same cores, so the seconds include serving Graph. One run, not a median; never pass/fail on time.",
         "",
         f"Delta run: exactly {CHANGED} users get a new job title in the fake, then halodb reads the stored delta link. "
