@@ -170,11 +170,28 @@ class Repository:
     def _converters(self) -> dict[str, Callable[[Any], Any]]:
         return {name: converter(self.table.c[name].type, name) for name in self.writable}
 
+    @cached_property
+    def _text_limits(self) -> dict[str, int | None]:
+        """Text columns among ``writable`` and their lengths (what ``_to_text`` checks)."""
+        out = {}
+        for name in self.writable:
+            type_ = self.table.c[name].type
+            if not isinstance(type_, (Boolean, Integer, SmallInteger, DateTime)):
+                out[name] = getattr(type_, "length", None)
+        return out
+
     def coerce(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Check field names and convert values to the column types; raise RecordError if bad."""
         row: dict[str, Any] = {}
-        converters = self._converters
+        converters, text_limits = self._converters, self._text_limits
         for name, value in record.items():
+            if type(value) is str and name in text_limits:  # most values: inline, no call
+                value = value.strip()
+                limit = text_limits[name]
+                if limit and len(value) > limit:
+                    raise RecordError(f"{name} is longer than {limit} characters")
+                row[name] = value or None
+                continue
             convert = converters.get(name)
             if convert is None:
                 raise RecordError(f"unknown {self.audit_name.lower()} field {name!r}")

@@ -98,15 +98,10 @@ class Lookup:
 def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], run_id: int) -> None:
     """New links from (source key, Halo id, row hash)."""
     if rows:
+        fixed = {**scope.values(), "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False}
         bulk.insert_rows(
-            conn,
-            link,
-            [
-                {**scope.values(), "source_key": key, "halo_id": halo_id, "row_hash": row_hash,
-                 "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False}
-                for key, halo_id, row_hash in rows
-            ],
-        )  # fmt: skip
+            conn, link, [{**fixed, "source_key": key, "halo_id": halo_id, "row_hash": row_hash} for key, halo_id, row_hash in rows]
+        )
 
 
 def refresh(conn: Connection, rows: Sequence[tuple[int, str]], run_id: int) -> None:

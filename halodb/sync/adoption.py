@@ -62,8 +62,13 @@ class MatchIndex:
         else:
             # Later: only the id range added since. Nothing else links into this scope during
             # the run (the entity lock), so what is linked there now is what this run wrote.
-            stmt = stmt.where(table.c.id > self._indexed_up_to)
             skip = self._written
+            if sum(1 for i in skip if self._indexed_up_to < i <= top) == top - self._indexed_up_to:
+                # Every id in the range is one this run created (ids come from one sequence, so
+                # without other writers they are contiguous): nothing new to read.
+                self._indexed_up_to, self._written = top, set()
+                return
+            stmt = stmt.where(table.c.id > self._indexed_up_to)
         position = {f: i for i, f in enumerate(fields, start=1)}
         for row in conn.execute(stmt):
             if row[0] in skip:

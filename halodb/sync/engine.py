@@ -420,7 +420,7 @@ class SyncEngine:
 
 
 def _summary(row: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "", False))[:4000]
+    return ", ".join([f"{k}={v}" for k, v in row.items() if v is not None and v != "" and v is not False])[:4000]
 
 
 def one_line(err: BaseException) -> str:
