@@ -258,8 +258,8 @@ and batch sizes do, and this is where they differ from the PostgreSQL run above:
 
 The physical-limit proxy there would be `fast_executemany` in chunks, or the bulk-copy API of
 Microsoft's `mssql-python` driver. A first load therefore pays more round trips per batch on SQL
-Server than here. A re-sync with nothing changed costs the same shape on both: one lookup per batch
-and no writes.
+Server than here. A re-sync with nothing changed costs the same shape on both: one streamed pass
+over the scope's links (or one lookup per batch above 200,000 links) and no writes.
 """
 
 
