@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import psycopg
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -35,6 +37,11 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
     if not conn.in_transaction():
         conn.begin()  # SQLAlchemy must know of the transaction the COPY opens, or commit() skips it
     raw = conn.connection.driver_connection
-    with raw.cursor() as cur, cur.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([row[k] for k in keys])
+    try:
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([row[k] for k in keys])
+    except psycopg.Error as err:
+        # The raw cursor raises the driver's own errors; wrapped as SQLAlchemy would wrap them,
+        # the engine rolls the batch back, retries it if transient, and fails the entity cleanly.
+        raise DBAPIError.instance(sql, None, err, psycopg.Error) from err

@@ -9,9 +9,10 @@ the records added since (an id range, served by the primary key). Records halodb
 adopts in the run are linked as they are written, so they never enter the index: on a first
 load into an empty Halo it stays empty, and in steady state it holds just the unlinked few.
 
-Memory is one small tuple per unlinked Halo record and match field. A value changed inside Halo
-while the run goes on is seen by the next run; the record's current values are re-read before
-any update, so a stale entry can cost an adoption, never a wrong write.
+Memory is one small tuple per unlinked Halo record and match field. A record changed or deleted
+inside Halo while the run goes on can leave a stale entry: the engine re-reads every record it
+adopts and checks that the values it matched on still match (``still_matches``), so a stale entry
+costs an adoption (the record is created instead), never a wrong write.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def match_key(values: Sequence) -> tuple | None:
     return None if any(v in (None, "") for v in key) else key
 
 
+def still_matches(fields: Sequence[str], wanted: dict, stored: dict) -> bool:
+    """Whether the stored Halo record still has the values a record was adopted by."""
+    if any(f not in stored for f in fields):
+        return True  # not among the values the repository reads back: nothing to check against
+    return match_key([stored[f] for f in fields]) == match_key([wanted.get(f) for f in fields])
+
+
 class MatchIndex:
     """Unlinked Halo records of one repository, by normalised match values, for one entity run."""
 
@@ -45,6 +53,7 @@ class MatchIndex:
         self._taken: set[int] = set()
         self._taken_in_batch: set[int] = set()
         self._written: set[int] = set()  # ids this run created above ``_indexed_up_to``
+        self._written_in_batch: set[int] = set()
 
     def refresh(self, conn: Connection) -> None:
         """Index the Halo records added since the last refresh (all unlinked ones the first time)."""
@@ -95,6 +104,7 @@ class MatchIndex:
     def created(self, halo_ids: Sequence[int]) -> None:
         """This run created ``halo_ids``; they are linked, so the next refresh must skip them."""
         self._written.update(halo_ids)
+        self._written_in_batch.update(halo_ids)
 
     def take(self, halo_id: int) -> None:
         """``halo_id`` is being linked in this batch; no other source record may adopt it."""
@@ -103,8 +113,13 @@ class MatchIndex:
 
     def batch_committed(self) -> None:
         self._taken_in_batch = set()
+        self._written_in_batch = set()
 
     def batch_rolled_back(self) -> None:
-        """The batch's links were rolled back, so what it took is free again for the retry."""
+        """The batch's rows and links were rolled back: what it took is free again for the retry,
+        and the ids it created are not its own any more (SQLite hands a rolled-back rowid out
+        again, maybe to a record someone adds in Halo meanwhile)."""
         self._taken -= self._taken_in_batch
+        self._written -= self._written_in_batch
         self._taken_in_batch = set()
+        self._written_in_batch = set()

@@ -32,7 +32,7 @@ from halodb.state import changes as change_log
 from halodb.state import cursors, links, quarantine, runs
 from halodb.state.changes import Change
 from halodb.state.tables import quarantine as quarantine_table
-from halodb.sync.adoption import MatchIndex
+from halodb.sync.adoption import MatchIndex, still_matches
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
 from halodb.sync.report import EntityReport
 
@@ -271,7 +271,7 @@ class SyncEngine:
             if link is not None:
                 check.append((record, row, digest, link, link.halo_id))
             elif record.key in adopted:
-                check.append((record, row, digest, None, adopted[record.key]))
+                check.append((record, row, digest, None, adopted[record.key][0]))
             elif record.key not in ambiguous_keys:
                 new.append((record, row, digest))
 
@@ -284,6 +284,11 @@ class SyncEngine:
         table = repo.audit_name
         for record, row, digest, link, halo_id in check:
             current = stored.get(halo_id)
+            if link is None and (current is None or not still_matches(adopted[record.key][1], row, current)):
+                # Adopted from the run's index, but deleted or changed in Halo since: create it.
+                log.info("%s: %s would have taken over Halo record %s, changed or deleted in Halo since; creating it", entity.label, record.key, halo_id)
+                new.append((record, row, digest))
+                continue
             if current is None:  # the Halo record was deleted outside halodb: create it again
                 forgotten.append(link.id)
                 new.append((record, row, digest))
@@ -363,7 +368,7 @@ class SyncEngine:
             for record, row, digest in pending:
                 ids = index.candidates(fields, [row.get(f) for f in fields])
                 if len(ids) == 1:
-                    adopted[record.key] = ids[0]
+                    adopted[record.key] = (ids[0], fields)
                     index.take(ids[0])
                 elif len(ids) > 1:
                     names = "+".join(fields)

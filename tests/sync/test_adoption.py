@@ -6,6 +6,8 @@ DBAPIError because neither backend deadlocks on demand.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError
 
@@ -116,3 +118,70 @@ def test_a_retried_batch_adopts_again_and_counts_once(halo, monkeypatch):
     assert report.changes_total == len([c for c in report.changes])
     assert link_of(halo, "u0") == existing
     assert user_count(halo) == 2
+
+
+def test_an_adoption_candidate_deleted_during_the_run_is_created_instead(halo):
+    client_id, site_id = add_client_with_site(halo)
+    doomed = add_user(halo, name="Typed In", emailaddress="user4@contoso.example", site_id=site_id, client_id=client_id)
+
+    def source(ctx):
+        for i, record in enumerate(user_records(5, site_id)):
+            if i == 2:  # batch 1 (u0, u1) indexed user4's Halo record; now someone deletes it
+                with halo.begin() as conn:
+                    conn.execute(users.delete().where(users.c.id == doomed))
+            yield record
+
+    report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=2)).run(users_entity(source))
+    assert (report.status, report.created, report.updated) == ("ok", 5, 0), report.error
+    assert user_count(halo) == 5
+    assert link_of(halo, "u4") != doomed
+
+
+def test_an_adoption_candidate_whose_email_changed_during_the_run_is_left_alone(halo):
+    client_id, site_id = add_client_with_site(halo)
+    moved = add_user(halo, name="Typed In", emailaddress="user4@contoso.example", site_id=site_id, client_id=client_id)
+
+    def source(ctx):
+        for i, record in enumerate(user_records(5, site_id)):
+            if i == 2:
+                with halo.begin() as conn:
+                    conn.execute(users.update().where(users.c.id == moved).values(emailaddress="someone.else@contoso.example"))
+            yield record
+
+    report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=2)).run(users_entity(source))
+    assert (report.status, report.created, report.updated) == ("ok", 5, 0), report.error
+    with halo.connect() as conn:
+        row = conn.execute(select(users.c.name, users.c.emailaddress).where(users.c.id == moved)).one()
+    assert tuple(row) == ("Typed In", "someone.else@contoso.example")
+
+
+class FailsAfterInsert(UserRepository):
+    """Fails the first batch once, after its inserts, with a transient-looking error (the engine
+    calls ``update`` after ``insert`` in every batch), so the inserted rows roll back."""
+
+    failures = 1
+
+    def update(self, conn, changes, ctx):
+        if self.failures:
+            self.failures -= 1
+            raise DBAPIError("UPDATE users", {}, Exception("deadlock victim (1205)"))
+        return super().update(conn, changes, ctx)
+
+
+def test_ids_of_a_rolled_back_batch_are_not_taken_for_the_runs_own(halo, monkeypatch):
+    # SQLite hands the rowids of a rolled-back insert out again. A user added in Halo between the
+    # attempts gets one of them; the retried batch must index it as someone else's record.
+    client_id, site_id = add_client_with_site(halo)
+    add_user(halo, name="Unrelated", emailaddress="unrelated@contoso.example", site_id=site_id, client_id=client_id)
+    added = {}
+
+    def between_attempts(seconds):
+        added["id"] = add_user(halo, name="Typed In", emailaddress="user4@contoso.example", site_id=site_id, client_id=client_id)
+
+    monkeypatch.setattr("halodb.sync.engine.time.sleep", between_attempts)
+    entity = replace(users_entity(ListSource(user_records(6, site_id))), repository=FailsAfterInsert())
+    engine = SyncEngine(halo, instance="t", agent_id=2, is_transient=lambda err: True, limits=Limits(batch_size=2, batch_attempts=2))
+    report = engine.run(entity)
+    assert (report.status, report.created, report.updated) == ("ok", 5, 1), report.error
+    assert link_of(halo, "u4") == added["id"]
+    assert user_count(halo) == 7  # the unrelated user, user4 adopted, five created

@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
+import pytest
+
 
 from sqlalchemy import delete, func, insert, select, update
 
@@ -538,3 +540,15 @@ def test_a_changed_entity_option_makes_every_record_compared_again(halo):
     assert repo.prepared == 4
     assert (report.updated, report.unchanged) == (1, 1), report.error
     assert halo_users(halo)["a@x.example"]["site_id"] == other_site
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # the COPY path is PostgreSQL's
+def test_a_database_error_inside_copy_fails_the_entity_cleanly(halo):
+    _, site_id = add_client_with_site(halo)
+    too_long = SourceRecord("k" * 300, user_records(1, site_id)[0].fields)  # halodb_link.source_key holds 255
+    report = engine(halo).run(users_entity(ListSource([too_long])))
+    assert report.status == "failed"
+    assert "too long" in report.error and "\n" not in report.error
+    assert count(halo, users) == 0  # the batch's Halo rows rolled back with it
+    with halo.connect() as conn:
+        assert conn.execute(select(run.c.status).where(run.c.id == report.run_id)).scalar_one() == "failed"
