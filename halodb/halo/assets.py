@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from halodb.errors import RecordError
 from halodb.halo import audit
 from halodb.halo.repository import FieldChange, Repository, WriteContext, chunks, normalise_key
-from halodb.halo.schema import device, field, info, typeinfo, xtype
+from halodb.halo.schema import area, device, field, info, site, typeinfo, xtype
 from halodb.halo.sites import resolve_site
 
 FIELD_PREFIX = "field:"
@@ -30,6 +30,10 @@ class AssetRepository(Repository):
     audit_name = "DEVICE"
     writable = ("inventory_number", "site_id", "assettype_id", "inactive")
     required = ("inventory_number", "site_id", "assettype_id")
+    references = (  # resolve_site, asset types by name, their fields
+        (site.c.id, site.c.name, site.c.client_id), (area.c.id, area.c.name), (xtype.c.id, xtype.c.name),
+        (typeinfo.c.assettype_id, typeinfo.c.seq, typeinfo.c.field_id), (field.c.id, field.c.name),
+    )  # fmt: skip
     locked_field = None
 
     # -- preparing -------------------------------------------------------------------------------

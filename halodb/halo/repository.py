@@ -15,6 +15,7 @@ Halo's write rules, applied here so no caller can forget them:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ class Repository:
     locked_field: str | None = "locked"
     lastupdate_field: str | None = "lastupdate"
     created_field: str | None = None
+    #: Halo data ``prepare`` looks records up in (sites by name, a site's client...): column
+    #: tuples whose rows ``reference_fingerprint`` hashes.
+    references: tuple[tuple, ...] = ()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -141,6 +145,20 @@ class Repository:
                 if key in wanted:
                     found[key].append(row[0])
         return dict(found)
+
+    def reference_fingerprint(self, conn: Connection) -> str:
+        """A digest of the Halo data ``prepare`` resolves against, read once per run.
+
+        The engine salts each source record's hash with it: when a site moves to another client
+        or is renamed, every record is prepared and compared again, not just the changed ones."""
+        if not self.references:
+            return ""
+        digest = hashlib.sha1()
+        for columns in self.references:
+            for row in conn.execute(select(*columns).order_by(*columns)):
+                digest.update(repr(tuple(row)).encode())
+            digest.update(b"|")
+        return digest.hexdigest()
 
     def is_locked(self, stored: Mapping[str, Any]) -> bool:
         return bool(self.locked_field and stored.get(self.locked_field))

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from halodb.errors import RecordError
 from halodb.halo import clients as client_api
 from halodb.halo.repository import Repository, chunks, normalise_key
-from halodb.halo.schema import site
+from halodb.halo.schema import area, site
 
 
 class SiteRepository(Repository):
@@ -19,6 +19,7 @@ class SiteRepository(Repository):
     audit_name = "SITE"
     writable = ("name", "client_id", "phonenumber", "isinvoicesite", "inactive")
     required = ("name", "client_id")
+    references = ((area.c.id, area.c.name),)  # clients by name
 
     def prepare(self, conn: Connection, records: Sequence[Mapping[str, Any]]) -> list[dict | RecordError]:
         """Resolve ``client_name`` to ``client_id`` for the whole batch, then coerce."""

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from halodb.errors import RecordError
 from halodb.halo.repository import Repository
 from halodb.halo.sites import resolve_site
-from halodb.halo.schema import users
+from halodb.halo.schema import area, site, users
 
 
 class UserRepository(Repository):
@@ -23,6 +23,7 @@ class UserRepository(Repository):
     )  # fmt: skip
     required = ("name", "site_id")
     created_field = "datecreated"
+    references = ((site.c.id, site.c.name, site.c.client_id), (area.c.id, area.c.name))  # resolve_site
 
     def prepare(
         self, conn: Connection, records: Sequence[Mapping[str, Any]], *, default_site: int | None = None

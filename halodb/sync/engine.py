@@ -58,8 +58,8 @@ def utcnow() -> dt.datetime:
 def row_hash(fields: dict, salt: str = "") -> str:
     """A stable fingerprint of a source record: equal hashes mean nothing to write.
 
-    ``salt`` stands for everything else that shapes the Halo row (the entity's options), so a
-    changed option makes every record look changed once and be prepared and compared again."""
+    ``salt`` stands for everything else that shapes the Halo row (see ``run_salt``), so when any
+    of it changes every record looks changed once, and is prepared and compared again."""
     try:
         text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str)
     except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-string key)
@@ -80,11 +80,30 @@ Progress = Callable[[EntityReport], None]
 ANALYZE_AFTER = 1000
 
 
+#: Part of every record's hash: raise it when a change to preparation or mapping code must reach
+#: records whose source did not change.
+HASH_VERSION = 1
+
+
+def run_salt(conn: Connection, entity: Entity) -> str:
+    """What shapes a Halo row besides the source record: the entity's options and the Halo data
+    its preparation resolves against (sites, clients, asset types), read once per run."""
+    parts = {
+        "version": HASH_VERSION,
+        "repository": type(entity.repository).__name__,
+        "prepare": entity.prepare_options,
+        "create_only": sorted(entity.create_only),
+        "references": entity.repository.reference_fingerprint(conn),
+    }
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
 class RunState:
     """What one entity run carries from batch to batch, undone with a batch that rolls back."""
 
-    def __init__(self, entity: Entity, report: EntityReport, waiting: set[str], full_batch: int):
+    def __init__(self, entity: Entity, report: EntityReport, waiting: set[str], full_batch: int, salt: str):
         self.report = report
+        self.salt = salt  # part of every record hash (run_salt)
         self.index = MatchIndex(entity.repository, entity.scope, entity.match_fields)
         self.waiting = waiting  # source keys sitting in quarantine
         self.seen = links.Seen()  # links seen unchanged (their rows are not written)
@@ -163,9 +182,10 @@ class SyncEngine:
 
     def _sync(self, conn: Connection, entity: Entity, report: EntityReport, heartbeat: Callable[[], None]) -> None:
         scope = entity.scope
-        ctx = ReadContext(cursors.get(conn, scope))
+        beat = heartbeat if not self.dry_run else (lambda: None)  # see the loop below
+        ctx = ReadContext(cursors.get(conn, scope), beat)
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
-        state = RunState(entity, report, waiting, self.limits.batch_size)
+        state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
         analyzed = 0  # links written when the link table's statistics were last refreshed
         for batch in batched(entity.read(ctx), self.limits.batch_size):
             self._with_retry(conn, lambda: self._batch(conn, entity, state, batch), state)
@@ -237,8 +257,7 @@ class SyncEngine:
         # The hash is taken of the source record, so a record whose link carries the same hash
         # is settled before it is even prepared: a re-sync with nothing changed costs a read,
         # a hash and one link lookup per record.
-        salt = self._salt(entity)
-        digests = {r.key: row_hash(r.fields, salt) for r in records}
+        digests = {r.key: row_hash(r.fields, state.salt) for r in records}
         known = state.lookup(conn, [r.key for r in records] + [r.key for r, _ in bad])
         touched: list[links.Link] = []
         settled: list[SourceRecord] = []
@@ -345,11 +364,6 @@ class SyncEngine:
         change_log.write(conn, report.run_id, log_rows)
         report.add_changes(log_rows)
         report.fetched += len(batch)
-
-    @staticmethod
-    def _salt(entity: Entity) -> str:
-        options = {"repository": type(entity.repository).__name__, "prepare": entity.prepare_options, "create_only": sorted(entity.create_only)}
-        return json.dumps(options, sort_keys=True, default=str)
 
     def _adopt(self, conn: Connection, index: MatchIndex, unlinked: list[tuple[SourceRecord, dict, str]]):
         """Existing Halo records that unlinked source records should take over, by match keys in

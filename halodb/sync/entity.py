@@ -30,10 +30,13 @@ class SourceRecord:
 class ReadContext:
     """Handed to a source's ``read``: the stored position, and what the read reports back."""
 
-    def __init__(self, cursor: str | None):
+    def __init__(self, cursor: str | None, heartbeat: Callable[[], None] = lambda: None):
         self.cursor = cursor
         self.new_cursor: str | None = None
         self.incomplete_reason: str | None = None
+        #: For a read that takes long before its first record (a spooled read): call it now and
+        #: then so the run keeps its lease (``halodb.sync.spool``).
+        self.heartbeat = heartbeat
 
     def mark_incomplete(self, reason: str) -> None:
         """This read did not see every record (a size limit, a partial delta): deactivate nothing."""

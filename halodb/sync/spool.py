@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from halodb.sync.entity import SourceRecord
 
 
-def spooled(records: Iterable[SourceRecord]) -> Iterator[SourceRecord]:
+def spooled(
+    records: Iterable[SourceRecord], heartbeat: Callable[[], None] = lambda: None, every: float = 10.0
+) -> Iterator[SourceRecord]:
     """``records``, yielded only after all of them were read; an error while reading raises
-    before the first record comes out."""
+    before the first record comes out. ``heartbeat`` is called every ``every`` seconds meanwhile
+    (the run's lease must outlive a read of minutes)."""
     with tempfile.TemporaryFile(prefix="halodb-spool-") as spool:
-        count = 0
+        count, last = 0, time.monotonic()
         for record in records:
             pickle.dump(record, spool, protocol=pickle.HIGHEST_PROTOCOL)
             count += 1
+            if time.monotonic() - last >= every:
+                heartbeat()
+                last = time.monotonic()
         spool.seek(0)
         for _ in range(count):
             yield pickle.load(spool)

@@ -13,7 +13,7 @@ import pytest
 
 from sqlalchemy import delete, func, insert, select, update
 
-from halodb.halo.schema import audit, users
+from halodb.halo.schema import audit, site, users
 from halodb.halo.users import UserRepository
 from halodb.state import changes as change_log
 from halodb.state import cursors, quarantine
@@ -552,3 +552,31 @@ def test_a_database_error_inside_copy_fails_the_entity_cleanly(halo):
     assert count(halo, users) == 0  # the batch's Halo rows rolled back with it
     with halo.connect() as conn:
         assert conn.execute(select(run.c.status).where(run.c.id == report.run_id)).scalar_one() == "failed"
+
+
+def test_a_site_moved_to_another_client_in_halo_moves_its_users_on_the_next_run(halo):
+    # The source did not change, but what its records resolve to did: the hash covers the Halo
+    # data preparation reads (run_salt), so the records are prepared and compared again.
+    _, site_id = add_client_with_site(halo)
+    other_client, _ = add_client_with_site(halo, client="Fabrikam", site_name="Branch")
+    records = user_records(2, site_id)
+    engine(halo).run(users_entity(ListSource(records)))
+    with halo.begin() as conn:
+        conn.execute(update(site).where(site.c.id == site_id).values(client_id=other_client))
+    report = engine(halo).run(users_entity(ListSource(records)))
+    assert (report.updated, report.unchanged) == (2, 0)
+    assert {u["client_id"] for u in halo_users(halo).values()} == {other_client}
+    again = engine(halo).run(users_entity(ListSource(records)))
+    assert (again.updated, again.unchanged) == (0, 2)
+
+
+def test_a_site_renamed_in_halo_quarantines_the_records_that_name_it(halo):
+    client_id, site_id = add_client_with_site(halo)
+    records = [SourceRecord(f"n{i}", {"name": f"User {i}", "emailaddress": f"n{i}@contoso.example", "site_name": "Head Office", "client_id": client_id}) for i in range(2)]
+    first = engine(halo).run(users_entity(ListSource(records)))
+    assert first.created == 2, first.error
+    with halo.begin() as conn:
+        conn.execute(update(site).where(site.c.id == site_id).values(name="HQ"))
+    report = engine(halo).run(users_entity(ListSource(records)))
+    assert (report.quarantined, report.updated) == (2, 0)
+    assert "no site named 'Head Office'" in quarantined(halo)["n0"]["reason"]

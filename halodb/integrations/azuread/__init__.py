@@ -299,7 +299,7 @@ class _Reader:
     def __call__(self, ctx: ReadContext) -> Iterator[SourceRecord]:
         # Graph pages for minutes at 100,000 users: spool the whole read, so a failure on any
         # page leaves Halo untouched, not half-synced (halodb.sync.spool).
-        return spooled(self._read(ctx))
+        return spooled(self._read(ctx), ctx.heartbeat)
 
     def _read(self, ctx: ReadContext) -> Iterator[SourceRecord]:
         if self.problems:
