@@ -53,12 +53,16 @@ run = Table(
     Index(None, "integration", "connection", "entity", "started"),
 )
 
+#: Source keys compare exactly on every backend; on SQL Server that takes a binary collation
+#: (migration 0002), since Halo databases default to a case-insensitive one.
+SOURCE_KEY = Unicode(255).with_variant(Unicode(255, collation="Latin1_General_100_BIN2"), "mssql")
+
 link = Table(
     "halodb_link",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     *_scope(),
-    Column("source_key", Unicode(255), nullable=False),
+    Column("source_key", SOURCE_KEY, nullable=False),
     Column("halo_id", Integer, nullable=False),
     Column("row_hash", String(40), nullable=False),
     Column("first_seen_run", Integer, nullable=False),
@@ -85,7 +89,7 @@ change = Table(
     Column("action", Unicode(20), nullable=False),  # create, update, deactivate, reactivate, adopt
     Column("halo_table", Unicode(50), nullable=False),
     Column("halo_id", Integer),
-    Column("source_key", Unicode(255), nullable=False),
+    Column("source_key", SOURCE_KEY, nullable=False),
     Column("field", Unicode(100)),
     Column("old_value", Unicode(4000)),
     Column("new_value", Unicode(4000)),
@@ -97,7 +101,7 @@ quarantine = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     *_scope(),
-    Column("source_key", Unicode(255), nullable=False),
+    Column("source_key", SOURCE_KEY, nullable=False),
     Column("reason", Unicode(1000), nullable=False),
     Column("record", Unicode()),
     Column("first_run", Integer, nullable=False),
