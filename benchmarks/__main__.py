@@ -278,7 +278,7 @@ def render(results: dict, n: int, args, profile_text: str | None, started: dt.da
         "**limit** = raw bulk insert of the final Halo `users` rows, no logic (psycopg `COPY` on PostgreSQL, sqlite3 "
         "`executemany` on SQLite; W2/W3 are compared with the first-load limit); **naive** = per record: prepare through "
         "the same repository, `SELECT` by azureoid, then `INSERT` or `UPDATE` one row, one transaction - "
-        f"run on min(N, 10,000) records and extrapolated linearly to N (marked *); **dlt** = `dlt.pipeline(...).run(rows, "
+        "run on min(N, 10,000) records and extrapolated linearly to N (marked *); **dlt** = `dlt.pipeline(...).run(rows, "
         "table_name=\"users\", write_disposition=\"merge\", primary_key=\"azureoid\")` of the same final rows, PostgreSQL only "
         "(W2/W3 after a first dlt run into the same dataset; dlt's merge does not deactivate removed rows).",
         "",

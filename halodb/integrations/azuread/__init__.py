@@ -66,7 +66,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from halodb.errors import IntegrationFailed
 from halodb.halo import REPOSITORIES, azure
-from halodb.halo.repository import Repository, normalise_key
+from halodb.halo.repository import normalise_key
 from halodb.integrations.azuread.graph import USER_FIELDS, DeltaExpired, GraphClient
 from halodb.integrations.azuread.mapping import (
     agent_fields,

@@ -21,7 +21,6 @@ from halodb.errors import IntegrationFailed
 from halodb.halo.schema import area, areaazuretenant, site, users
 from halodb.integrations.azuread import client_secret, endpoints
 from halodb.integrations.azuread.mapping import match_fields
-from tests.fakes.directory import generate_users
 from tests.helpers import add_client_with_site
 from tests.integrations.azuread.test_azuread_sync import (
     N,
