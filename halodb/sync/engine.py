@@ -1,12 +1,15 @@
 """The sync engine: source records in, Halo records out, set-based and safe.
 
-For each entity: read the source → in batches: prepare (resolve and check each record), hash,
-look up links, adopt existing Halo records by match keys, insert new, update changed, leave
-unchanged ones alone, write links / audit / change rows, commit. After a read the source
-confirmed complete, records missing from it are deactivated - but only after N consecutive
-complete runs, and never more than the configured limits allow.
+For each entity: read the source → in batches: hash each source record, look up its link (a
+matching hash settles it: nothing to prepare or write), prepare the rest (resolve and check),
+adopt existing Halo records by match keys, insert new, update changed, write links / audit /
+change rows, commit. After a read the source confirmed complete, records missing from it are
+deactivated - but only after N consecutive complete runs, and never more than the configured
+limits allow.
 
-Never a row at a time: every statement works on a whole batch (executemany or IN lists).
+Never a row at a time: every statement works on a whole batch (COPY, executemany, IN lists).
+What a run carries between batches (adoption index, links seen, quarantined keys, counters) is
+in ``RunState`` and is undone together with a batch that rolls back.
 """
 
 from __future__ import annotations
