@@ -265,7 +265,7 @@ class Settings(_Section):
         value = value.strip()
         if not value.lower().startswith(("http://", "https://")):
             raise _field_error(
-                f"must start with http:// or https:// (got {_show(_mask_url(value))})"
+                f"must start with http:// or https:// (got {_show(mask_url(value))})"
             )
         return value.rstrip("/")
 
@@ -900,10 +900,16 @@ def _url_secrets(url: str) -> list[str]:
     return [s for raw in found for s in {raw, unquote(raw), unquote_plus(raw)} if s]
 
 
-def _mask_url(url: str) -> str:
-    """``url`` with its password parts replaced by the mask; the rest is left readable."""
-    masked = _URL_PASSWORD.sub(lambda m: m["head"] + MASK, url, count=1)
-    return _ODBC_PASSWORD.sub(lambda m: m["head"] + MASK if m["password"] else m[0], masked)
+def mask_url(url: str) -> str:
+    """``url`` with its password parts replaced by the mask (``user:password@`` and ``PWD=`` /
+    ``Password=`` inside an ``odbc_connect`` string, encoded or not); the rest stays readable."""
+    return mask_odbc_password(_URL_PASSWORD.sub(lambda m: m["head"] + MASK, url, count=1))
+
+
+def mask_odbc_password(text: str) -> str:
+    """``text`` with the ``PWD=`` / ``Password=`` values of an ODBC connection string masked
+    (``odbc_connect``, encoded or not), which SQLAlchemy's ``hide_password`` leaves alone."""
+    return _ODBC_PASSWORD.sub(lambda m: m["head"] + MASK if m["password"] else m[0], text)
 
 
 def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:
@@ -942,9 +948,9 @@ def masked_dict(settings: Settings) -> dict[str, Any]:
     if database.get("Password"):
         database["Password"] = MASK
     if database.get("Url"):
-        database["Url"] = _mask_url(database["Url"])
+        database["Url"] = mask_url(database["Url"])
     if data.get("HaloUrl"):
-        data["HaloUrl"] = _mask_url(data["HaloUrl"])
+        data["HaloUrl"] = mask_url(data["HaloUrl"])
     secrets = data["AzureAD"]["Secrets"]
     for name in secrets:
         secrets[name] = MASK

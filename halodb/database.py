@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from halodb.config import mask_odbc_password
 from halodb.errors import ConfigError, DatabaseUnreachable
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,10 @@ TRANSIENT_MSSQL_ERRORS = {1205, 1222, 1204, 4060, 40613, 40197, 40501, 40540, 40
 TRANSIENT_SQLSTATES = {"08S01", "08001", "HYT00", "HYT01", "40001", "40P01", "55P03", "57P01"}
 # 08001 ("cannot connect") is mostly a server restarting or failing over - except when the TLS
 # handshake refused the certificate, which no retry fixes.
-NEVER_TRANSIENT = re.compile(r"certificate|SSL Provider", re.I)
+#: Failures no retry can cure, whatever SQLSTATE they come with: an untrusted certificate, and a
+#: driver that is not installed or cannot load (unixODBC reports "Can't open lib" as 01000, which
+#: SQLAlchemy's pyodbc dialect counts as a disconnect).
+NEVER_TRANSIENT = re.compile(r"certificate|SSL Provider|can't open lib|\bIM002\b|data source name not found", re.I)
 # A Database.Driver that names a file (the driver library) rather than a registered driver name.
 _DRIVER_PATH = re.compile(r"[/\\]|\.(so(\.\d+)*|dll|dylib)$", re.I)
 
@@ -325,7 +329,7 @@ def explain_connect_error(err: DBAPIError, url: URL) -> str:
     args = getattr(orig, "args", ())
     if len(args) == 2 and all(isinstance(a, str) for a in args):  # pyodbc: (SQLSTATE, message)
         text_ = args[1]
-    where = url.render_as_string(hide_password=True)
+    where = mask_odbc_password(url.render_as_string(hide_password=True))
     fields = {
         "driver": repr(url.query.get("driver") or url.drivername),
         "database": repr(url.database or ""),

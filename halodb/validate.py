@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from halodb import migrate
+from halodb.config import mask_odbc_password, mask_url
 from halodb.database import connect_check, driver_description, engine_from_settings
 from halodb.errors import HalodbError
 from halodb.halo import REPOSITORIES
@@ -136,6 +137,6 @@ def _mask(target: str) -> str:
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(target).render_as_string(hide_password=True)
+        return mask_odbc_password(make_url(target).render_as_string(hide_password=True))
     except Exception:  # noqa: BLE001 - the SQL Server form "server/name" is no URL
-        return target
+        return mask_url(target)

@@ -546,3 +546,13 @@ def test_mssql_without_a_server_skips_with_one_line_or_fails_when_required(requi
         assert result.returncode == 0, result.stdout
         skips = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
         assert skips and all(line.endswith(f"mssql unavailable: {reason}") for line in skips), result.stdout
+
+
+def test_a_driver_that_cannot_load_is_not_retried():
+    # unixODBC says 01000 "Can't open lib"; SQLAlchemy marks 01000 as a disconnect, which would
+    # otherwise count as transient and cost the backoff of every retry.
+    orig = pyodbc.Error("01000", "[01000] [unixODBC][Driver Manager]Can't open lib 'ODBC Driver 18 for SQL Server' : file not found (0) (SQLDriverConnect)")
+    err = DBAPIError("SELECT 1", None, orig, connection_invalidated=True)
+    assert not is_transient(err)
+    missing = pyodbc.InterfaceError("IM002", "[IM002] [unixODBC][Driver Manager]Data source name not found and no default driver specified (0) (SQLDriverConnect)")
+    assert not is_transient(DBAPIError("SELECT 1", None, missing))

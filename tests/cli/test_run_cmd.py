@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from urllib.parse import quote_plus
 import os
 import re
 
@@ -265,4 +266,21 @@ def test_password_never_appears(cli, tmp_path, pg_schema):
     assert "run finished" in log
     for text_ in [*outputs, log]:
         assert PASSWORD not in text_
+        assert "Traceback" not in text_
+
+
+def test_a_password_inside_an_odbc_connection_string_never_appears(cli, tmp_path):
+    # Database.Url may carry a whole ODBC connection string (odbc_connect), password included;
+    # SQLAlchemy's hide_password only knows user:password@. No SQL Server answers on port 1.
+    odbc = f"DRIVER={{ODBC Driver 18 for SQL Server}};SERVER=127.0.0.1,1;DATABASE=Halo;UID=sa;PWD={PASSWORD};"
+    url = "mssql+pyodbc:///?odbc_connect=" + quote_plus(odbc)
+    (tmp_path / "appsettings.json").write_text(json.dumps({"Database": {"Url": url}}), encoding="utf-8")
+    outputs = []
+    for args in (["validate", "--config", "appsettings.json"], ["validate", "--config", "appsettings.json", "--json"], ["run", "--config", "appsettings.json"]):
+        result = cli.invoke(main, args)
+        assert result.exit_code in (1, 2, 3), (args, result.output)
+        outputs.append(result.stdout + result.stderr)
+    assert any("PWD%3D********" in text_ or "PWD=********" in text_ for text_ in outputs), outputs
+    for text_ in outputs:
+        assert PASSWORD not in text_ and quote_plus(PASSWORD) not in text_
         assert "Traceback" not in text_
