@@ -25,7 +25,14 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     if conn.dialect.name == "postgresql":
         copy_rows(conn, table, rows)
     else:
-        conn.execute(insert(table), list(rows))
+        conn.execute(insert_statement(table), list(rows))
+
+
+def insert_statement(table: Table):
+    """A plain INSERT that fetches nothing back. Without ``inline()`` a batch of one row runs as
+    a single execute, for which SQLAlchemy adds ``OUTPUT inserted.id`` on SQL Server to learn the
+    new key; SQL Server refuses that on a table with a trigger (error 334), e.g. ``audit``."""
+    return insert(table).inline()
 
 
 def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -108,3 +108,17 @@ def _ctx():
     from halodb.halo.repository import WriteContext
 
     return WriteContext(agent_id=2, now=dt.datetime(2026, 1, 1))
+
+
+def test_rows_written_without_ids_fetch_nothing_back_even_one_at_a_time():
+    # One audit row (one deactivated user) runs as a single execute: it must not carry the
+    # OUTPUT clause that SQL Server refuses on a table with a trigger.
+    from sqlalchemy import insert
+    from sqlalchemy.dialects import mssql
+
+    from halodb.bulk import insert_statement
+    from halodb.halo.schema import audit
+
+    keys = ["table_name", "id1", "value", "from_value", "to_value", "date", "agent_id"]
+    assert "OUTPUT" in str(insert(audit).compile(dialect=mssql.dialect(), column_keys=keys))  # the trap
+    assert "OUTPUT" not in str(insert_statement(audit).compile(dialect=mssql.dialect(), column_keys=keys))
