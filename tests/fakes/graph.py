@@ -127,6 +127,7 @@ class FakeGraph:
         self._throttle: list[tuple[int, float | None]] = []  # (status, retry_after) answered in order
         self._fail_page: int | None = None
         self._fail_listing: int | None = None
+        self._raw: dict[str, tuple[dict, dict]] = {}  # path -> (JSON body, headers): a misbehaving Graph
 
         server.expect_request(re.compile(".*")).respond_with_handler(self._dispatch)
 
@@ -196,6 +197,12 @@ class FakeGraph:
         with self._lock:
             self._throttle.extend([(status, retry_after)] * n)
 
+    def answer_raw(self, path: str, body: dict, headers: dict | None = None) -> None:
+        """Every Graph GET of ``path`` answers 200 with ``body`` as it is, however malformed:
+        for testing what halodb does with shapes Graph's documentation does not promise."""
+        with self._lock:
+            self._raw[path] = (body, headers or {})
+
     def fail_on_page(self, k: int) -> None:
         """Page ``k`` (1-based) of the next listing answers 500 for as long as it is asked for.
 
@@ -263,6 +270,9 @@ class FakeGraph:
                     return self._aad_error(400, "invalid_tenant", 90002,
                                            f"Tenant '{path.split('/')[1]}' not found.")
                 return self._token(request)
+            if path in self._raw:
+                body, headers = self._raw[path]
+                return self._json(200, body, headers)
             if path.startswith(("/v1.0/", "/beta/")):
                 return self._graph(request)
             return self._graph_error(404, "Request_ResourceNotFound", f"No route for {path}")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import ssl
@@ -176,6 +177,18 @@ class DeltaRead:
                 self.complete = True
 
 
+def _checked_page(body: dict, path: str) -> dict:
+    """A collection page as Graph documents it (``value``: a list of objects; links: strings),
+    or a GraphError naming what is off, rather than a TypeError deep in the integration."""
+    value = body.get("value", [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise GraphError(f"Graph GET {path} returned a page whose 'value' is not a list of objects")
+    for key in ("@odata.nextLink", "@odata.deltaLink"):
+        if key in body and not isinstance(body[key], str):
+            raise GraphError(f"Graph GET {path} returned a page whose {key} is not a string")
+    return body
+
+
 class GraphClient:
     """Read users, user changes and group members from Microsoft Graph for one tenant."""
 
@@ -291,6 +304,8 @@ class GraphClient:
                 value = value.strip()
                 try:
                     seconds = float(value)
+                    if not math.isfinite(seconds):
+                        seconds = None  # "nan", "inf": no usable advice, back off as usual
                 except ValueError:
                     try:
                         when = email.utils.parsedate_to_datetime(value)
@@ -371,13 +386,17 @@ class GraphClient:
 
         ``params`` go on the first request only; Graph's next links already carry them.
         """
-        body = self.get_json(url_or_path, params)
+        body = _checked_page(self.get_json(url_or_path, params), urlsplit(url_or_path).path)
+        followed: set[str] = set()
         while True:
             yield body
             link = body.get("@odata.nextLink")
             if not link:
                 return
-            body = self.get_json(link)
+            if link in followed:  # Graph handing out the same page again would never end
+                raise GraphError(f"Graph GET {urlsplit(link).path} sent the same next link twice; the read was stopped")
+            followed.add(link)
+            body = _checked_page(self.get_json(link), urlsplit(link).path)
 
     # -- resources ---------------------------------------------------------------------------
 

@@ -444,3 +444,36 @@ def test_peak_memory_is_flat_page_by_page(fake_graph, make_client):
     # One page at a time (the fake serialising it runs in this process too, and pytest captures
     # a log line per request) measured about 3 MB; holding everything would be ``held``.
     assert peak < held / 4, (peak, held)
+
+
+# -- a misbehaving Graph ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, complaint",
+    [
+        ({"value": None}, "'value' is not a list of objects"),
+        ({"value": {"id": "x"}}, "'value' is not a list of objects"),
+        ({"value": ["not an object"]}, "'value' is not a list of objects"),
+        ({"value": [], "@odata.nextLink": 42}, "@odata.nextLink is not a string"),
+    ],
+)
+def test_malformed_pages_are_a_graph_error_not_a_crash(fake_graph, make_client, body, complaint):
+    fake_graph.answer_raw("/v1.0/odd", body)
+    with pytest.raises(GraphError, match=re.escape(complaint)):
+        list(make_client().iter_pages("/v1.0/odd"))
+
+
+def test_a_next_link_that_never_moves_on_stops_the_read(fake_graph, make_client):
+    loop = f"{fake_graph.graph_host}/v1.0/loop?$skiptoken=same"
+    fake_graph.answer_raw("/v1.0/loop", {"value": [{"id": "a"}], "@odata.nextLink": loop})
+    pages = make_client().iter_pages("/v1.0/loop")
+    with pytest.raises(GraphError, match="same next link twice"):
+        for _ in range(10):
+            next(pages)
+
+
+def test_a_retry_after_that_is_no_number_falls_back_to_backoff(fake_graph, make_client, sleep):
+    client = make_client()
+    assert client._backoff(httpx.Response(429, headers={"Retry-After": "nan"}), 1) <= client.max_retry_after
+    assert client._backoff(httpx.Response(429, headers={"Retry-After": "inf"}), 1) <= client.max_retry_after
