@@ -167,6 +167,11 @@ def client_secret(row: dict, settings, rows: Sequence[dict] = ()) -> tuple[str |
     secret = configured.get(str(row["id"]))
     name = normalise_key(row["name"] or "")
     if not secret and name and name in configured:
+        if any(str(r["id"]) == name for r in rows if r["id"] != row["id"]):
+            # A key that is another connection's id belongs to that connection, never to one
+            # that merely has that id as its name: its secret must not go to this tenant.
+            return None, (f"{_describe(row)} is named like connection {name}: key its secret by id "
+                          f"({SECRET_SETTING.format(row['id'])})")
         namesakes = [r["id"] for r in rows if normalise_key(r["name"] or "") == name]
         if len(namesakes) > 1:
             ids = ", ".join(map(str, namesakes))

@@ -327,6 +327,13 @@ def test_secret_by_a_shared_name_is_refused():
     assert secret is None and "shares its name with connections 3, 4" in problem and "AzureAD.Secrets.3" in problem
 
 
+def test_a_secret_keyed_by_an_id_never_goes_to_a_connection_named_like_that_id():
+    rows = [_conn(3), _conn(7, "3")]  # connection 7 is called "3"; the key "3" means connection 3
+    secret, problem = client_secret(rows[1], _settings({"3": "secret-of-connection-3"}), rows)
+    assert secret is None and "named like connection 3" in problem and "AzureAD.Secrets.7" in problem
+    assert client_secret(rows[0], _settings({"3": "secret-of-connection-3"}), rows) == ("secret-of-connection-3", None)
+
+
 def test_environment_overrides_the_file_secret(tmp_path):
     from halodb.config import load_settings
 
