@@ -331,7 +331,7 @@ def explain_connect_error(err: DBAPIError, url: URL) -> str:
         text_ = args[1]
     where = mask_odbc_password(url.render_as_string(hide_password=True))
     fields = {
-        "driver": repr(url.query.get("driver") or url.drivername),
+        "driver": repr(url.query.get("driver") or _odbc_connect_driver(url) or url.drivername),
         "database": repr(url.database or ""),
         "installed": _installed_drivers(),
     }
@@ -340,6 +340,12 @@ def explain_connect_error(err: DBAPIError, url: URL) -> str:
             return f"cannot connect to {where}: {reason.format(**fields)}"
     lines = [line for line in text_.strip().splitlines() if line.strip()]
     return f"cannot connect to {where}: {lines[0] if lines else type(err).__name__}"
+
+
+def _odbc_connect_driver(url: URL) -> str | None:
+    """The DRIVER named inside an ``odbc_connect`` connection string, if the URL has one."""
+    match = re.search(r"(?i)(?:^|;)\s*driver\s*=\s*(\{[^}]*\}|[^;]*)", str(url.query.get("odbc_connect") or ""))
+    return match[1].strip().strip("{}") if match else None
 
 
 def _installed_drivers() -> str:

@@ -12,6 +12,7 @@ exercised by the backend-parametrised tests when ``HALODB_TEST_MSSQL_URL`` or Do
 from __future__ import annotations
 
 import os
+from urllib.parse import quote_plus
 
 import psycopg
 import pyodbc
@@ -556,3 +557,11 @@ def test_a_driver_that_cannot_load_is_not_retried():
     assert not is_transient(err)
     missing = pyodbc.InterfaceError("IM002", "[IM002] [unixODBC][Driver Manager]Data source name not found and no default driver specified (0) (SQLDriverConnect)")
     assert not is_transient(DBAPIError("SELECT 1", None, missing))
+
+
+def test_the_driver_inside_odbc_connect_is_the_one_named():
+    url = make_url("mssql+pyodbc:///?odbc_connect=" + quote_plus("DRIVER={ODBC Driver 17 for SQL Server};SERVER=sql01;PWD=x;"))
+    orig = pyodbc.Error("01000", "[01000] [unixODBC][Driver Manager]Can't open lib 'ODBC Driver 17 for SQL Server' : file not found (0) (SQLDriverConnect)")
+    message = explain_connect_error(DBAPIError("connect", None, orig), url)
+    assert "the ODBC driver 'ODBC Driver 17 for SQL Server' cannot be loaded" in message
+    assert "PWD=x" not in message and "PWD%3Dx" not in message
