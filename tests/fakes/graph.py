@@ -373,6 +373,10 @@ class FakeGraph:
         if (len(parts) == 6 and parts[2] == "groups" and parts[4] == "transitiveMembers"
                 and parts[5] == "microsoft.graph.user"):
             return self._group_members(parts[3], args)
+        # /v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group
+        if (len(parts) == 6 and parts[2] == "users" and parts[4] == "transitiveMemberOf"
+                and parts[5] == "microsoft.graph.group"):
+            return self._member_of(parts[3])
         return self._graph_error(400, "BadRequest",
                                  f"Resource not found for the segment '{parts[-1]}'.")
 
@@ -583,6 +587,17 @@ class FakeGraph:
         base = f"/v1.0/groups/{quote(group_id, safe='')}/transitiveMembers/microsoft.graph.user"
         link_params = f"$select={','.join(select)}&$top={state['page_size']}&"
         return self._emit_page(state, base, select, render, {}, link_params)
+
+    def _member_of(self, user_id: str) -> Response:
+        """The groups a user belongs to, directly or through nested groups (one page: a user's
+        groups are few here), each as Graph shows a group cast to ``microsoft.graph.group``."""
+        if user_id not in self.users:
+            return self._graph_error(404, "Request_ResourceNotFound", f"Resource '{user_id}' does not exist.")
+        groups = [gid for gid in self.groups if user_id in self._transitive_users(gid)]
+        return self._json(200, {
+            "@odata.context": f"{self.graph_host}/v1.0/$metadata#directoryObjects",
+            "value": [{"@odata.type": "#microsoft.graph.group", "id": gid} for gid in groups],
+        })
 
     def _transitive_users(self, group_id: str) -> list[str]:
         seen_groups, out, seen_users = set(), [], set()

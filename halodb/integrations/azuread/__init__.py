@@ -59,6 +59,7 @@ import logging
 import os
 import ssl
 from collections.abc import Iterator, Sequence
+from itertools import chain, islice
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -67,7 +68,7 @@ from sqlalchemy.engine import Connection, Engine
 from halodb.errors import IntegrationFailed
 from halodb.halo import REPOSITORIES, azure
 from halodb.halo.repository import normalise_key
-from halodb.integrations.azuread.graph import USER_FIELDS, DeltaExpired, GraphClient
+from halodb.integrations.azuread.graph import USER_FIELDS, DeltaExpired, GraphClient, GraphError
 from halodb.integrations.azuread.mapping import (
     agent_fields,
     is_disabled,
@@ -311,9 +312,20 @@ class _Reader:
             raise IntegrationFailed("; ".join(self.problems))
         row, users = self.row, self.users
         with graph_client(row, self._secret) as client:
-            site_of = _group_sites(client, self.placement.site_maps) if users else {}
+            items = _items(client, ctx, self.label)
+            site_of: dict[str, int] | _UserGroups = {}
+            if users and self.placement.site_maps:
+                # A short delta asks Graph for the groups of each changed user; anything bigger
+                # (or a full read) reads every mapped group's members once. A delta only places
+                # the users it carries, so both give the same sites.
+                head = list(islice(items, SHORT_DELTA + 1))
+                items = chain(head, items)
+                if len(head) <= SHORT_DELTA and all(delta for delta, _ in head):
+                    site_of = _UserGroups(client, self.placement.site_maps)
+                else:
+                    site_of = _group_sites(client, self.placement.site_maps)
             gone: list[str] = []
-            for delta, item in _items(client, ctx, self.label):
+            for delta, item in items:
                 oid = item.get("id")
                 if not oid:
                     continue
@@ -388,6 +400,29 @@ def _items(client: GraphClient, ctx: ReadContext, label: str) -> Iterator[tuple[
         ctx.set_cursor(full.delta_link)
     else:
         ctx.mark_incomplete("Graph ended the read without a delta link")
+
+
+#: A delta of at most this many changes is placed user by user (one ``transitiveMemberOf`` request
+#: each) instead of by reading every mapped group's members (100 members a request).
+SHORT_DELTA = 200
+
+
+class _UserGroups:
+    """User object id → site id, asked of Graph per user: the first mapping (by sequence) among the
+    groups the user belongs to. The same answer ``_group_sites`` gives, for a few users."""
+
+    def __init__(self, client: GraphClient, site_maps: list[dict]):
+        self.client = client
+        self.site_maps = site_maps
+
+    def get(self, oid: str) -> int | None:
+        try:
+            groups = set(self.client.member_of(oid))
+        except GraphError as err:
+            if err.status == 404:  # deleted since the delta was read: the next delta says so
+                return None
+            raise
+        return next((m["siteid"] for m in self.site_maps if m["group_id"].strip() in groups), None)
 
 
 def _group_sites(client: GraphClient, site_maps: list[dict]) -> dict[str, int]:

@@ -432,6 +432,15 @@ class GraphClient:
                     yield item["id"]
 
 
+    def member_of(self, user_id: str) -> Iterator[str]:
+        """Ids of the groups a user belongs to, directly or through nested groups."""
+        path = f"/v1.0/users/{quote(user_id, safe='')}/transitiveMemberOf/microsoft.graph.group"
+        for page in self.iter_pages(path, {"$select": "id"}):
+            for item in page.get("value", ()):
+                if item.get("id"):
+                    yield item["id"]
+
+
 def _aad_detail(body: Mapping) -> str:
     """``error: first line of error_description`` from an Entra (AAD) error body."""
     error = body.get("error") or "no_token"

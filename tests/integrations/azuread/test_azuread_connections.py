@@ -21,6 +21,7 @@ from halodb.errors import IntegrationFailed
 from halodb.halo.schema import area, areaazuretenant, site, users
 from halodb.integrations.azuread import client_secret, endpoints
 from halodb.integrations.azuread.mapping import match_fields
+from tests.fakes.directory import generate_users
 from tests.helpers import add_client_with_site
 from tests.integrations.azuread.test_azuread_sync import (
     N,
@@ -149,6 +150,33 @@ def test_group_mappings_by_sequence_with_nested_groups_and_no_unmatched(halo, db
     assert people[p0]["site_id"] == tenant.other_site  # the first mapping by sequence wins
     assert people[p1]["site_id"] == third
     assert p2 not in people
+
+
+@pytest.mark.parametrize("short_delta", [200, 0], ids=["per-user groups", "group listing"])
+def test_a_delta_places_new_users_by_their_groups_either_way(halo, db_url, tmp_path, tenant, fake_graph, monkeypatch, short_delta):
+    # A short delta asks Graph for each changed user's groups; a long one (SHORT_DELTA = 0 here)
+    # reads every mapped group's members. Both must place users the same way.
+    monkeypatch.setattr(sys.modules["halodb.integrations.azuread"], "SHORT_DELTA", short_delta)
+    p0, p1 = (p["id"] for p in tenant.people[:2])
+    third = add_site(halo, tenant.client_id, "Manchester")
+    inner = fake_graph.add_group([p0], display_name="London desk")
+    london = fake_graph.add_group([inner], display_name="London")
+    everyone = fake_graph.add_group([p0, p1], display_name="Everyone")
+    tenant.connect(mappings=[(london, tenant.other_site), (everyone, third)], createunmatchedusers=False)
+    config = write_config(tmp_path, db_url)
+    assert by_entity(run(config)).created == 2
+
+    newcomer = fake_graph.add(next(u for u in generate_users(20, seed=31) if u["accountEnabled"] and u.get("mail")))
+    fake_graph.groups[inner]["members"].append(newcomer)  # in London only through the nested group
+    fake_graph.request_log.clear()
+    result = by_entity(run(config))
+
+    assert (result.status, result.created) == ("ok", 1), result.error
+    assert halo_users(halo)[newcomer]["site_id"] == tenant.other_site
+    paths = [line.split(" ", 1)[1].split("?")[0] for line in fake_graph.request_log]
+    asked_user = any(p.endswith(f"/users/{newcomer}/transitiveMemberOf/microsoft.graph.group") for p in paths)
+    listed_groups = any("/transitiveMembers/" in p for p in paths)
+    assert (asked_user, listed_groups) == ((True, False) if short_delta else (False, True))
 
 
 def test_unmatched_users_land_on_the_landing_site(halo, db_url, tmp_path, tenant, fake_graph):

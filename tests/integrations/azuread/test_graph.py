@@ -347,6 +347,19 @@ def test_group_members_transitive_over_pages(fake_graph, make_client):
     assert len(reqs) == 3  # 100 + 100 + 10
 
 
+def test_member_of_lists_a_users_groups_nested_ones_included(fake_graph, make_client):
+    users = generate_users(3, seed=43)
+    fake_graph.add_many(users)
+    inner = fake_graph.add_group([users[0]["id"]], display_name="Inner")
+    outer = fake_graph.add_group([inner], display_name="Outer")
+    other = fake_graph.add_group([users[1]["id"]], display_name="Other")
+    client = make_client()
+    assert set(client.member_of(users[0]["id"])) == {inner, outer}
+    assert set(client.member_of(users[1]["id"])) == {other}
+    assert list(client.member_of(users[2]["id"])) == []
+    assert graph_requests(fake_graph)[0] == f"GET /v1.0/users/{users[0]['id']}/transitiveMemberOf/microsoft.graph.group?$select=id"
+
+
 def test_group_members_page_size_and_missing_group(fake_graph, make_client):
     users = generate_users(25, seed=42)
     fake_graph.add_many(users)
