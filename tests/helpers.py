@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from openpyxl import Workbook
 from sqlalchemy import insert, select
 
 from halodb.halo import REPOSITORIES
@@ -52,3 +53,13 @@ def halo_users(engine) -> dict[str, dict]:
     """Every Halo user by email."""
     with engine.connect() as conn:
         return {r["emailaddress"]: dict(r) for r in conn.execute(select(*keyed(*users.c))).mappings()}
+
+
+def xlsx(path, rows):
+    """Write ``rows`` (the first one the header) as a one-sheet workbook at ``path``."""
+    book = Workbook()
+    for row in rows:
+        book.active.append(list(row))
+    book.save(path)
+    return path
+

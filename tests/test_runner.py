@@ -7,7 +7,6 @@ import json
 import sqlite3
 
 import pytest
-from openpyxl import Workbook
 from sqlalchemy import Column, MetaData, Table, func, insert, select
 
 from halodb import runner
@@ -19,7 +18,7 @@ from halodb.halo.fixture import seed
 from halodb.halo.repository import keyed
 from halodb.halo.schema import area, importcsv, metadata, sqlimport, users
 from halodb.state.tables import run as run_table
-from tests.helpers import add_client_with_site
+from tests.helpers import add_client_with_site, xlsx
 
 
 def write_config(folder, url, integrations=None, **top):
@@ -34,13 +33,6 @@ def write_config(folder, url, integrations=None, **top):
     path.write_text(json.dumps(settings), encoding="utf-8")
     return path
 
-
-def sheet(path, rows):
-    book = Workbook()
-    for row in rows:
-        book.active.append(list(row))
-    book.save(path)
-    return path
 
 
 def add_sheet(engine, path, kind="clients"):
@@ -84,7 +76,7 @@ def run(config, **options):
 
 
 def test_integration_disabled_in_halo_is_skipped_with_reason(halo, db_url, tmp_path):
-    add_sheet(halo, sheet(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
+    add_sheet(halo, xlsx(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
     config = write_config(tmp_path / "cfg", db_url, {"Spreadsheet": {"Clients": True}})
 
     report = run(config)
@@ -98,7 +90,7 @@ def test_integration_disabled_in_halo_is_skipped_with_reason(halo, db_url, tmp_p
 
 
 def test_enabled_in_halo_but_no_entity_here_is_not_run(halo, db_url, tmp_path):
-    add_sheet(halo, sheet(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
+    add_sheet(halo, xlsx(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
     enable(halo, "Spreadsheet", "SqlImport")
     config = write_config(tmp_path / "cfg", db_url, {"Spreadsheet": {"Clients": False}})
 
@@ -112,7 +104,7 @@ def test_enabled_in_halo_but_no_entity_here_is_not_run(halo, db_url, tmp_path):
 
 
 def test_excluded_entity_is_skipped(halo, db_url, tmp_path):
-    add_sheet(halo, sheet(tmp_path / "c.xlsx", [("name",)]), kind="tickets")
+    add_sheet(halo, xlsx(tmp_path / "c.xlsx", [("name",)]), kind="tickets")
     enable(halo, "Spreadsheet")
     config = write_config(tmp_path / "cfg", db_url, {"Spreadsheet": {"Clients": True}})
     assert run(config).entities == []
@@ -131,7 +123,7 @@ def test_unknown_integration_is_a_usage_error(halo, db_url, tmp_path):
 
 
 def test_success_sets_last_sync_and_clears_last_error(halo, db_url, tmp_path):
-    add_sheet(halo, sheet(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
+    add_sheet(halo, xlsx(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
     enable(halo, "Spreadsheet")
     with halo.begin() as conn:
         halo_settings.record_error(conn, "Spreadsheet", "an old failure")
@@ -145,7 +137,7 @@ def test_success_sets_last_sync_and_clears_last_error(halo, db_url, tmp_path):
 
 
 def test_failure_sets_last_error_and_keeps_last_sync(halo, db_url, tmp_path):
-    path = sheet(tmp_path / "c.xlsx", [("name",), ("Contoso",)])
+    path = xlsx(tmp_path / "c.xlsx", [("name",), ("Contoso",)])
     add_sheet(halo, path)
     enable(halo, "Spreadsheet")
     config = write_config(tmp_path / "cfg", db_url, {"Spreadsheet": {"Clients": True}})
@@ -164,7 +156,7 @@ def test_failure_sets_last_error_and_keeps_last_sync(halo, db_url, tmp_path):
 
 
 def test_dry_run_records_nothing_in_halo(halo, db_url, tmp_path):
-    add_sheet(halo, sheet(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
+    add_sheet(halo, xlsx(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
     enable(halo, "Spreadsheet")
     config = write_config(tmp_path / "cfg", db_url, {"Spreadsheet": {"Clients": True}})
     report = run(config, dry_run=True)
@@ -213,8 +205,8 @@ def test_instance_name_from_settings_or_folder(tmp_path):
 
 def test_one_run_row_per_entity(halo, db_url, tmp_path):
     client_id, site_id = add_client_with_site(halo)
-    add_sheet(halo, sheet(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
-    add_sheet(halo, sheet(tmp_path / "s.xlsx", [("client_name", "name"), ("Contoso", "Annex")]), kind="sites")
+    add_sheet(halo, xlsx(tmp_path / "c.xlsx", [("name",), ("Contoso",)]))
+    add_sheet(halo, xlsx(tmp_path / "s.xlsx", [("client_name", "name"), ("Contoso", "Annex")]), kind="sites")
     add_sql_import(halo, hr_database(tmp_path / "hr.db", 3), site_id)
     enable(halo, "Spreadsheet", "SqlImport")
     config = write_config(tmp_path / "hourly", db_url, {"Spreadsheet": {"Clients": True, "Sites": True}, "SqlImport": {"Users": True}})

@@ -127,6 +127,18 @@ class Repository:
                 out[values.pop("id")] = values
         return out
 
+    def top_id(self, conn: Connection) -> int | None:
+        """The highest record id (ids grow: every record added later has a higher one)."""
+        return conn.execute(select(func.max(self.table.c.id))).scalar()
+
+    def match_rows(self, conn: Connection, fields: Sequence[str], after: int | None, up_to: int) -> Iterator[tuple]:
+        """(id, *fields) of the records with ids in (``after``, ``up_to``], served by the primary
+        key; all records up to ``up_to`` when ``after`` is None."""
+        stmt = select(self.table.c.id, *(self.table.c[f] for f in fields)).where(self.table.c.id <= up_to)
+        if after is not None:
+            stmt = stmt.where(self.table.c.id > after)
+        return iter(conn.execute(stmt))
+
     def find(self, conn: Connection, fields: tuple[str, ...], values: Iterable[tuple]) -> dict[tuple, list[int]]:
         """Halo ids of records whose ``fields`` equal each of ``values`` (trimmed, any case)."""
         wanted = {tuple(normalise_key(v) for v in value) for value in values}
@@ -203,7 +215,7 @@ class Repository:
         row: dict[str, Any] = {}
         converters, text_limits = self._converters, self._text_limits
         for name, value in record.items():
-            if type(value) is str and name in text_limits:  # most values: inline, no call
+            if type(value) is str and name in text_limits:  # most values: _to_text's rules, inline
                 value = value.strip()
                 limit = text_limits[name]
                 if limit and len(value) > limit:

@@ -9,6 +9,7 @@ from typing import Protocol
 from sqlalchemy.engine import Connection
 
 from halodb.errors import IntegrationFailed
+from halodb.halo import REPOSITORIES
 from halodb.sync.entity import Entity, Excluded
 
 
@@ -19,6 +20,15 @@ class Integration(Protocol):
     def entities(self, conn: Connection, settings) -> list[Entity | Excluded]:
         """The entities configured for this integration in Halo (one per connection and kind)."""
         ...
+
+
+def connection_entity(integration: str, connection_id, entity: str, label: str, **options) -> Entity:
+    """One entity of one connection configured in Halo, written through the built-in API's
+    repository for ``entity``; ``options`` are the rest of :class:`Entity`'s fields."""
+    return Entity(
+        integration=integration, connection=str(connection_id), name=entity, label=label,
+        repository=REPOSITORIES[entity], **options,
+    )  # fmt: skip
 
 
 def check_columns(where: str, columns: Iterable[str], allowed: Iterable[str]) -> None:

@@ -95,6 +95,11 @@ class Lookup:
             self._cache = {r[1]: Link(*r) for r in rows}
 
 
+def linked_halo_ids(conn: Connection, scope: Scope) -> set[int]:
+    """The Halo ids some source record of ``scope`` is linked to."""
+    return set(conn.execute(select(link.c.halo_id).where(scope.where(link))).scalars())
+
+
 def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], run_id: int) -> None:
     """New links from (source key, Halo id, row hash)."""
     if rows:

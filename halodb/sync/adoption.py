@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from halodb.halo.repository import Repository, normalise_key
+from halodb.state import links
 from halodb.state.scope import Scope
-from halodb.state.tables import link
 
 
 def match_key(values: Sequence) -> tuple | None:
@@ -57,17 +56,15 @@ class MatchIndex:
 
     def refresh(self, conn: Connection) -> None:
         """Index the Halo records added since the last refresh (all unlinked ones the first time)."""
-        table = self.repository.table
-        top = conn.execute(select(func.max(table.c.id))).scalar()
+        top = self.repository.top_id(conn)
         if top is None or top == self._indexed_up_to:
             return
         fields = list(dict.fromkeys(f for names in self.match_fields for f in names))
-        stmt = select(table.c.id, *(table.c[f] for f in fields)).where(table.c.id <= top)
         if self._indexed_up_to is None:
             # The first time: every record, minus those this scope links to. The linked ids come
             # as a set rather than a NOT EXISTS join, whose plan depends on fresh statistics
             # (right after a big load PostgreSQL picked a nested loop over the whole link table).
-            skip = set(conn.execute(select(link.c.halo_id).where(self.scope.where(link))).scalars())
+            skip = links.linked_halo_ids(conn, self.scope)
         else:
             # Later: only the id range added since. Nothing else links into this scope during
             # the run (the entity lock), so what is linked there now is what this run wrote.
@@ -77,9 +74,8 @@ class MatchIndex:
                 # without other writers they are contiguous): nothing new to read.
                 self._indexed_up_to, self._written = top, set()
                 return
-            stmt = stmt.where(table.c.id > self._indexed_up_to)
         position = {f: i for i, f in enumerate(fields, start=1)}
-        for row in conn.execute(stmt):
+        for row in self.repository.match_rows(conn, fields, self._indexed_up_to, top):
             if row[0] in skip:
                 continue
             for names in self.match_fields:

@@ -14,6 +14,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from sqlalchemy.dialects import mssql
+
 from halodb.halo import output_into
 from halodb.halo.schema import device, users
 from halodb.halo.users import UserRepository
@@ -78,14 +80,15 @@ def test_insert_pages_the_rows_and_maps_ids_back_in_order(monkeypatch):
 def test_a_table_without_triggers_keeps_sqlalchemys_output_path():
     conn = StandInConnection()
     conn.info["halodb_triggers"] = set()
-    with pytest.raises(AttributeError):  # it goes on to conn.execute, which the stand-in lacks
-        UserRepository().insert(conn, [{"name": "A", "site_id": 1}], _ctx())
-    assert conn.calls == []
+    sent = []
+    conn.execute = lambda stmt, params: sent.append((stmt, params)) or [(41,)]
+    assert UserRepository().insert(conn, [{"name": "A", "site_id": 1}], _ctx()) == [41]
+    assert conn.calls == []  # no OUTPUT … INTO batch
+    (stmt, params), = sent
+    assert "OUTPUT inserted.uid" in str(stmt.compile(dialect=mssql.dialect(), column_keys=list(params[0])))
 
 
 def test_devices_numbering_locks_the_range_on_sql_server():
-    from sqlalchemy.dialects import mssql
-
     from halodb.halo.assets import AssetRepository
 
     captured = []
@@ -114,8 +117,6 @@ def test_rows_written_without_ids_fetch_nothing_back_even_one_at_a_time():
     # One audit row (one deactivated user) runs as a single execute: it must not carry the
     # OUTPUT clause that SQL Server refuses on a table with a trigger.
     from sqlalchemy import insert
-    from sqlalchemy.dialects import mssql
-
     from halodb.bulk import insert_statement
     from halodb.halo.schema import audit
 

@@ -7,7 +7,6 @@ import csv
 import json
 
 import pytest
-from openpyxl import Workbook
 from sqlalchemy import insert, select
 
 from halodb import runner
@@ -16,7 +15,7 @@ from halodb.halo import settings as halo_settings
 from halodb.halo.assets import assets as asset_repo
 from halodb.halo.repository import keyed
 from halodb.halo.schema import area, device, field, importcsv, site, typeinfo, users, xtype
-from tests.helpers import add_client_with_site
+from tests.helpers import add_client_with_site, xlsx
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -48,13 +47,6 @@ def register(engine, kind, path, matching=None, name=None):
         halo_settings.set_enabled(conn, "Spreadsheet", True)
     return row_id
 
-
-def xlsx(path, rows):
-    book = Workbook()
-    for row in rows:
-        book.active.append(list(row))
-    book.save(path)
-    return path
 
 
 def csv_bom(path, rows):

@@ -76,6 +76,7 @@ from halodb.integrations.azuread.mapping import (
     match_fields,
     user_fields,
 )
+from halodb.integrations.base import connection_entity
 from halodb.state import links
 from halodb.state.scope import Scope
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
@@ -132,12 +133,8 @@ class AzureADIntegration:
                     problems.append(f"{column}: {err}")
                     matchers = match_fields(None, agents=not users)
                 out.append(
-                    Entity(
-                        integration=self.name,
-                        connection=str(row["id"]),
-                        name=entity,
-                        label=label,
-                        repository=REPOSITORIES[entity],
+                    connection_entity(
+                        self.name, row["id"], entity, label,
                         read=_Reader(
                             conn.engine, row, entity, secret=secret, problems=problems, placement=placement,
                             limits=getattr(settings, "sync", None), label=label,

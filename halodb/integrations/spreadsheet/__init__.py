@@ -14,9 +14,9 @@ from pathlib import Path
 from sqlalchemy.engine import Connection
 
 from halodb.errors import IntegrationFailed
-from halodb.halo import REPOSITORIES, imports
+from halodb.halo import imports
 from halodb.integrations import fields
-from halodb.integrations.base import check_columns
+from halodb.integrations.base import check_columns, connection_entity
 from halodb.integrations.spreadsheet.reader import read_rows
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
 
@@ -37,12 +37,8 @@ class SpreadsheetIntegration:
                 continue
             matching = row["matching_field"] or fields.DEFAULT_MATCHING[entity]
             out.append(
-                Entity(
-                    integration=self.name,
-                    connection=str(row["id"]),
-                    name=entity,
-                    label=label,
-                    repository=REPOSITORIES[entity],
+                connection_entity(
+                    self.name, row["id"], entity, label,
                     read=_reader(Path(row["filepath"] or ""), entity, matching),
                     match_fields=fields.match_fields(entity, matching),
                     deactivate=False,

@@ -16,9 +16,9 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ArgumentError
 
 from halodb.database import engine_for_url, explain_connect_error, mssql_url
 from halodb.errors import IntegrationFailed
-from halodb.halo import REPOSITORIES, imports
+from halodb.halo import imports
 from halodb.integrations import fields
-from halodb.integrations.base import check_columns
+from halodb.integrations.base import check_columns, connection_entity
 from halodb.sync.engine import one_line
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
 
@@ -38,12 +38,8 @@ class SqlImportIntegration:
                 continue
             keyfield = (row["keyfield"] or fields.DEFAULT_MATCHING[entity]).strip()
             out.append(
-                Entity(
-                    integration=self.name,
-                    connection=str(row["id"]),
-                    name=entity,
-                    label=label,
-                    repository=REPOSITORIES[entity],
+                connection_entity(
+                    self.name, row["id"], entity, label,
                     read=_reader(row, entity, keyfield, label),
                     match_fields=fields.match_fields(entity, keyfield),
                     create=not row["updateonly"],
