@@ -40,8 +40,12 @@ def lookup(conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, Lin
 
 
 #: A scope with at most this many links is read in one pass by a run that reads a whole source
-#: (about 30 MB of memory at the limit); a bigger one is looked up batch by batch.
+#: (about 30 MB of memory at the limit); a bigger one is looked up batch by batch. The same limit
+#: caps how many keys such a run remembers having asked for.
 PRELOAD_LIMIT = 200_000
+
+#: In ``Lookup._known``: this key was asked for in this run, so its link is read from the database.
+_ASKED = None
 
 
 class Lookup:
@@ -50,49 +54,82 @@ class Lookup:
     A re-sync of a whole source asks for every link of the scope, one batch at a time: 2,000 index
     probes per batch, most of a re-sync's cost once nothing has changed. So when the first lookup
     comes with a full batch (a full read, not a delta of a few changes) and the scope is small
-    enough, all its links are read in one streamed pass instead. Each key is taken out of that
-    cache when it is asked for, so whatever the run then writes is read from the database if the
-    key comes again (a duplicate, or the retry of a rolled-back batch), never from a stale copy;
-    nothing else writes the scope while the run holds its lock.
+    enough, all its links are read in one streamed pass instead.
+
+    After that pass the run knows every link of the scope, and nothing else writes the scope while
+    the run holds its lock; links are only written for keys the run asked for. So each key asked
+    for is remembered (its cached link dropped), and:
+
+    - a key read in the pass and not yet asked for is answered from the pass;
+    - a key asked for before is read from the database, never from a stale copy: the run may have
+      written its link since (a duplicate key, or the retry of a rolled-back batch);
+    - any other key has no link, with no query at all (every key of a first load).
+
+    Once more than ``preload_limit`` keys are known (a first load of a million records), new keys
+    stop being remembered and the ones not known are read from the database again.
     """
 
     def __init__(self, scope: Scope, full_batch: int, preload_limit: int | None = None):
         self.scope = scope
         self.full_batch = full_batch
         self.preload_limit = PRELOAD_LIMIT if preload_limit is None else preload_limit
-        self._cache: dict[str, Link] | None = None
+        #: After the pass: source key -> its link from the pass, or _ASKED once asked for.
+        self._known: dict[str, Link | None] | None = None
+        self._complete = False  # every key not in _known is known to have no link
         self._decided = False
+
+    @property
+    def reads_database(self) -> bool:
+        """Whether lookups of keys not asked for before still go to the database."""
+        return not self._complete
 
     def __call__(self, conn: Connection, keys: Sequence[str]) -> dict[str, Link]:
         if not self._decided and len(keys) >= self.full_batch:
             self._decided = True
             self._preload(conn)
-        if not self._cache:
+        known = self._known
+        if known is None:
             return lookup(conn, self.scope, keys)
         found: dict[str, Link] = {}
-        misses = []
+        from_db = []
         for key in keys:
-            hit = self._cache.pop(key, None)
-            if hit is None:
-                misses.append(key)
+            hit = known.get(key, False)
+            if hit is False:  # not in the pass, not asked for before
+                if self._complete:
+                    known[key] = _ASKED
+                else:
+                    from_db.append(key)
+            elif hit is _ASKED:
+                from_db.append(key)
             else:
                 found[key] = hit
-        if misses:
-            found.update(lookup(conn, self.scope, misses))
+                known[key] = _ASKED
+        if from_db:
+            found.update(lookup(conn, self.scope, from_db))
+        if self._complete and len(known) > self.preload_limit:
+            self._complete = False  # memory stays bounded; unknown keys go to the database again
         return found
 
     def unseen(self) -> list[Link] | None:
         """After a read, the active links read in one pass that no record asked for: exactly what
         :func:`missing` would find, without reading the scope again. None if there was no pass."""
-        if self._cache is None:
+        if self._known is None:
             return None
-        return sorted((found for found in self._cache.values() if not found.deactivated), key=lambda found: found.id)
+        return sorted((found for found in self._known.values() if found is not _ASKED and not found.deactivated), key=lambda found: found.id)
 
     def _preload(self, conn: Connection) -> None:
         count = conn.execute(select(func.count()).select_from(link).where(self.scope.where(link))).scalar_one()
-        if 0 < count <= self.preload_limit:
-            rows = conn.execute(select(*_COLUMNS).where(self.scope.where(link)))
-            self._cache = {r[1]: Link(*r) for r in rows}
+        if count <= self.preload_limit:
+            self._known = {}
+            if count:
+                result = conn.execute(select(*_COLUMNS).where(self.scope.where(link)))
+                # The driver's own rows, fetched at once: SQLAlchemy's row-by-row iteration took
+                # twice as long for 100,000 links, half of a re-sync with nothing changed.
+                rows = result.cursor.fetchall()
+                result.close()
+                make = Link._make
+                self._known = {r[1]: make(r) for r in rows}
+            self._complete = True
 
 
 def linked_halo_ids(conn: Connection, scope: Scope) -> set[int]:
@@ -104,9 +141,8 @@ def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], ru
     """New links from (source key, Halo id, row hash)."""
     if rows:
         fixed = {**scope.values(), "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False}
-        bulk.insert_rows(
-            conn, link, [{**fixed, "source_key": key, "halo_id": halo_id, "row_hash": row_hash} for key, halo_id, row_hash in rows]
-        )
+        head = tuple(fixed.values())
+        bulk.insert_values(conn, link, [*fixed, "source_key", "halo_id", "row_hash"], [(*head, *row) for row in rows])
 
 
 def refresh(conn: Connection, rows: Sequence[tuple[int, str]], run_id: int) -> None:

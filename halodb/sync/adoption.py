@@ -57,7 +57,12 @@ class MatchIndex:
     def refresh(self, conn: Connection) -> None:
         """Index the Halo records added since the last refresh (all unlinked ones the first time)."""
         top = self.repository.top_id(conn)
-        if top is None or top == self._indexed_up_to:
+        if top is None:
+            # An empty table: nothing to index, and every record added later is new to the run,
+            # so a first load into an empty Halo never reads the scope's links here.
+            self._indexed_up_to = self._indexed_up_to or 0
+            return
+        if top == self._indexed_up_to:
             return
         fields = list(dict.fromkeys(f for names in self.match_fields for f in names))
         if self._indexed_up_to is None:

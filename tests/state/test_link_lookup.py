@@ -84,7 +84,7 @@ def test_a_short_delta_does_not_read_the_whole_scope(halo):
     with halo.connect() as conn:
         found = lookup(conn, ["u1", "u2"])
     assert set(found) == {"u1", "u2"}
-    assert lookup._cache is None and lookup._decided is False
+    assert lookup._known is None and lookup._decided is False
 
 
 def test_a_key_seen_again_later_in_the_run_is_read_from_the_database(halo):
@@ -102,3 +102,40 @@ def test_a_key_seen_again_later_in_the_run_is_read_from_the_database(halo):
     assert user_count(halo) == 6
     with halo.connect() as conn:
         assert conn.execute(select(func.count()).select_from(link).where(link.c.source_key == "u1")).scalar_one() == 1
+
+
+def test_a_first_load_looks_no_key_up_in_the_database(halo):
+    # An empty scope read in one pass: no key can have a link except one the run asked for
+    # already, so 12 new users cost one count of the scope and no lookup.
+    _, site_id = add_client_with_site(halo)
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3))
+    with LinkQueries(halo) as queries:
+        report = engine.run(users_entity(ListSource(user_records(12, site_id))))
+    assert report.created == 12
+    assert queries.count == 1
+
+
+def test_a_key_repeated_in_a_first_load_finds_the_link_it_wrote(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(6, site_id)
+    again = records + [SourceRecord("u1", {**records[1].fields, "surname": "Again"})]
+    report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3)).run(users_entity(ListSource(again)))
+    assert report.status == "ok", report.error
+    assert (report.created, report.updated) == (6, 1)
+    assert user_count(halo) == 6
+    with halo.connect() as conn:
+        assert conn.execute(select(users.c.surname).join(link, link.c.halo_id == users.c.id).where(link.c.source_key == "u1")).scalar_one() == "Again"
+
+
+def test_past_the_limit_unknown_keys_are_read_from_the_database_again(halo, monkeypatch):
+    # Remembering every key of a million-record first load would cost memory without bound: past
+    # PRELOAD_LIMIT known keys, a key not known is looked up, so a repeat is still found.
+    _, site_id = add_client_with_site(halo)
+    monkeypatch.setattr(links, "PRELOAD_LIMIT", 4)
+    records = user_records(9, site_id)
+    again = records + [SourceRecord("u7", {**records[7].fields, "surname": "Again"})]
+    with LinkQueries(halo) as queries:
+        report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3)).run(users_entity(ListSource(again)))
+    assert (report.status, report.created, report.updated) == ("ok", 9, 1)
+    assert user_count(halo) == 9
+    assert queries.count == 1 + 2  # the count, then batches 3 and 4 from the database
