@@ -20,9 +20,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 
 import orjson
 from sqlalchemy import select
@@ -37,6 +36,7 @@ from halodb.state.changes import Change
 from halodb.state.tables import quarantine as quarantine_table
 from halodb.sync.adoption import MatchIndex, still_matches
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
+from halodb.sync.prefetch import Prefetch
 from halodb.sync.report import EntityReport
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,6 @@ def row_hash(fields: dict, salt: str = "") -> str:
     except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-string key)
         text = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha1(salt.encode() + text).hexdigest()
-
-
-def batched(records: Iterable[SourceRecord], size: int) -> Iterator[list[SourceRecord]]:
-    it = iter(records)
-    while batch := list(islice(it, size)):
-        yield batch
 
 
 Progress = Callable[[EntityReport], None]
@@ -190,12 +184,18 @@ class SyncEngine:
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
         analyzed = 0  # links written when the link table's statistics were last refreshed
-        for batch in batched(entity.read(ctx), self.limits.batch_size):
-            self._with_retry(conn, lambda: self._batch(conn, entity, state, batch), state)
+        def hashes(batch: list[SourceRecord]) -> list[str | None]:
+            return [None if r.error else row_hash(r.fields, state.salt) for r in batch]
+
+        # The source is read and hashed a batch ahead, in a thread, while this one writes.
+        with Prefetch(entity.read(ctx), self.limits.batch_size, hashes) as source:
+            for batch, digests in source:
+                self._with_retry(conn, lambda: self._batch(conn, entity, state, batch, digests), state)
             written = report.created + report.updated
-            if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run:
+            if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run and state.lookup.reads_database:
                 # Each time the links written double: a handful of ANALYZEs per load, and the
-                # lookups of a long first load never plan against a table believed empty.
+                # lookups of a long first load never plan against a table believed empty. (While
+                # the run's lookups are answered from memory, only the final one matters.)
                 links.analyze(conn)
                 self._commit(conn)
                 analyzed = written
@@ -243,24 +243,25 @@ class SyncEngine:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def _batch(self, conn: Connection, entity: Entity, state: RunState, batch: list[SourceRecord]) -> None:
+    def _batch(self, conn: Connection, entity: Entity, state: RunState, batch: list[SourceRecord], hashes: list[str | None]) -> None:
+        """Write one batch; ``hashes`` holds each record's ``row_hash`` (None for a record in error)."""
         repo, scope, report, index, waiting = entity.repository, entity.scope, state.report, state.index, state.waiting
         wctx = WriteContext(self.agent_id, self.clock())
         bad: list[tuple[SourceRecord, str]] = []
         unique: dict[str, SourceRecord] = {}
-        for record in batch:
+        # The hash is taken of the source record, so a record whose link carries the same hash
+        # is settled before it is even prepared: a re-sync with nothing changed costs a read,
+        # a hash and one link lookup per record.
+        digests: dict[str, str] = {}
+        for record, digest in zip(batch, hashes):
             if record.error:
                 bad.append((record, record.error))
             elif record.key in unique:
                 bad.append((record, f"duplicate source key {record.key!r} in the same batch"))
             else:
                 unique[record.key] = record
+                digests[record.key] = digest
         records = list(unique.values())
-
-        # The hash is taken of the source record, so a record whose link carries the same hash
-        # is settled before it is even prepared: a re-sync with nothing changed costs a read,
-        # a hash and one link lookup per record.
-        digests = {r.key: row_hash(r.fields, state.salt) for r in records}
         known = state.lookup(conn, [r.key for r in records] + [r.key for r, _ in bad])
         touched: list[links.Link] = []
         settled: list[SourceRecord] = []

@@ -1,0 +1,78 @@
+"""Reading the source ahead in a thread (``halodb.sync.prefetch``)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from halodb.sync.prefetch import Prefetch
+
+
+def test_batches_come_in_order_with_their_work_and_a_short_last_one():
+    with Prefetch(range(7), 3, sum) as source:
+        assert list(source) == [([0, 1, 2], 3), ([3, 4, 5], 12), ([6], 6)]
+
+
+def test_an_empty_source_gives_no_batch():
+    with Prefetch([], 3, len) as source:
+        assert list(source) == []
+
+
+def test_the_source_is_read_in_another_thread_while_the_caller_works():
+    readers = set()
+    second_read = threading.Event()
+
+    def items():
+        for i in range(4):
+            readers.add(threading.current_thread().name)
+            if i == 2:
+                second_read.set()
+            yield i
+
+    with Prefetch(items(), 2, len) as source:
+        batches = iter(source)
+        next(batches)
+        # the caller still holds batch 1; the reader gets batch 2 on its own
+        assert second_read.wait(5)
+        assert list(batches) == [([2, 3], 2)]
+    assert readers == {"halodb-source"}
+
+
+def test_what_the_source_raises_is_raised_where_the_batch_would_come():
+    def items():
+        yield from (1, 2, 3)
+        raise ValueError("page 2 unreadable")
+
+    got = []
+    with pytest.raises(ValueError, match="page 2 unreadable"), Prefetch(items(), 3, len) as source:
+        for batch, _ in source:
+            got.append(batch)
+    assert got == [[1, 2, 3]]
+
+
+def test_a_caller_that_stops_early_stops_the_reader_and_closes_the_source():
+    read, closed = [], threading.Event()
+
+    def items():
+        try:
+            for i in range(10_000):
+                read.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    with pytest.raises(RuntimeError), Prefetch(items(), 10, len, depth=2) as source:
+        for _ in source:
+            raise RuntimeError("the batch failed")
+    assert closed.is_set()
+    # the batch taken, two queued and one being put: the rest of the source was never read
+    assert len(read) <= 40
+
+
+def test_work_that_fails_is_raised_too():
+    def work(batch):
+        raise TypeError("cannot hash")
+
+    with pytest.raises(TypeError, match="cannot hash"), Prefetch(range(3), 2, work) as source:
+        list(source)
