@@ -69,8 +69,7 @@ link = Table(
     Column("last_seen_run", Integer, nullable=False),
     Column("missed_runs", Integer, nullable=False, default=0),
     Column("deactivated", Boolean, nullable=False, default=False),
-    UniqueConstraint("integration", "connection", "entity", "source_key"),
-    Index(None, "integration", "connection", "entity", "halo_id"),
+    UniqueConstraint("integration", "connection", "entity", "source_key"),  # every lookup (no other index: 0003)
 )
 
 cursor = Table(

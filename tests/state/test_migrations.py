@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, inspect
 
 from halodb import migrate
 
@@ -15,15 +15,18 @@ def test_upgrade_reaches_the_head_on_each_backend(db_url):
     engine = create_engine(db_url)
     try:
         before, after = migrate.upgrade(engine)
-        assert (before, after) == (None, migrate.head()) and after == "0002"
-        assert migrate.upgrade(engine) == ("0002", "0002")  # again: nothing to do
+        assert (before, after) == (None, migrate.head()) and after == "0003"
+        assert migrate.upgrade(engine) == ("0003", "0003")  # again: nothing to do
+        with engine.connect() as conn:
+            indexes = {i["name"] for i in inspect(conn).get_indexes("halodb_link")}
+        assert "ix_halodb_link_integration_connection_entity_halo_id" not in indexes
     finally:
         engine.dispose()
 
 
 def test_source_keys_get_a_binary_collation_on_sql_server_only():
     sql = migrate.offline_sql(MSSQL)
-    step = sql[sql.index("-- Running upgrade 0001 -> 0002") :]
+    step = sql[sql.index("-- Running upgrade 0001 -> 0002") : sql.index("-- Running upgrade 0002 -> 0003")]
     for table in ("halodb_link", "halodb_quarantine", "halodb_change"):
         assert f"ALTER TABLE {table} ALTER COLUMN source_key NVARCHAR(255) COLLATE Latin1_General_100_BIN2 NOT NULL" in step
     for table in ("halodb_link", "halodb_quarantine"):
@@ -34,3 +37,10 @@ def test_source_keys_get_a_binary_collation_on_sql_server_only():
         assert drop < alter < add  # SQL Server refuses to alter a column a constraint covers
     pg = migrate.offline_sql("postgresql+psycopg://u@h/db")
     assert "Running upgrade 0001 -> 0002" in pg and not re.search(r"COLLATE|ALTER COLUMN", pg[pg.index("0001 -> 0002") :])
+
+
+def test_the_unread_link_index_is_dropped_on_every_backend():
+    for url in (MSSQL, "postgresql+psycopg://u@h/db"):
+        sql = migrate.offline_sql(url)
+        step = sql[sql.index("-- Running upgrade 0002 -> 0003") :]
+        assert "DROP INDEX ix_halodb_link_integration_connection_entity_halo_id" in step, url
