@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Boolean, DateTime, Integer, SmallInteger, Table, any_, bindparam, func, insert, select, update
@@ -239,14 +240,14 @@ class Repository:
         """Insert new records; return their Halo ids in the order of ``rows``."""
         if not rows:
             return []
-        stamped = [self._stamp(dict(r), ctx, created=True) for r in rows]
-        keys = sorted({k for r in stamped for k in r})
+        stamp = self._stamp({}, ctx, created=True)
+        keys = sorted({k for r in rows for k in r}.union(stamp))
         # One statement needs one shape: a key some rows lack gets the column's default, never
         # an explicit NULL that a NOT NULL flag would refuse.
         defaults = {k: _scalar_default(self.table.c[k]) for k in keys}
-        params = [{k: r.get(k, defaults[k]) for k in keys} for r in stamped]
+        params = [{**defaults, **r, **stamp} for r in rows]
         if conn.dialect.name == "postgresql":
-            return self._insert_by_copy(conn, params)
+            return self._insert_by_copy(conn, keys, params)
         if conn.dialect.name == "mssql" and self.table.name in tables_with_triggers_cached(conn):
             return self._insert_output_into(conn, keys, params)
         # SQL Server: INSERT … OUTPUT inserted.id in pages under the 2,100-parameter limit, the
@@ -265,7 +266,7 @@ class Repository:
             ids.extend(new)
         return ids
 
-    def _insert_by_copy(self, conn: Connection, params: list[dict]) -> list[int]:
+    def _insert_by_copy(self, conn: Connection, keys: list[str], params: list[dict]) -> list[int]:
         """PostgreSQL: take the ids from the table's sequence first, then COPY rows that carry them.
 
         Each row's id is known before it is written, so nothing has to be read back or sorted, and
@@ -274,7 +275,12 @@ class Repository:
         sequence = func.pg_get_serial_sequence(self.table.fullname, id_col.name)
         series = func.generate_series(1, len(params)).table_valued("n")
         ids = list(conn.execute(select(func.nextval(sequence)).select_from(series)).scalars())
-        bulk.copy_rows(conn, self.table, [{"id": i, **p} for i, p in zip(ids, params)])
+        if len(keys) > 1:
+            pick = itemgetter(*keys)  # the row's values as a tuple in ``keys`` order, in C
+            values = [(i, *pick(p)) for i, p in zip(ids, params)]
+        else:
+            values = [(i, p[keys[0]]) for i, p in zip(ids, params)]
+        bulk.copy_values(conn, self.table, ["id", *keys], values)
         return ids
 
     def update(

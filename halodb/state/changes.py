@@ -26,19 +26,22 @@ class Change:
     new: Any = None
 
 
+_KEYS = ("run_id", "action", "halo_table", "halo_id", "source_key", "field", "old_value", "new_value")
+
+
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)[:_MAX]
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    return text if len(text) <= _MAX else text[:_MAX]
 
 
 def write(conn: Connection, run_id: int, changes: Sequence[Change]) -> None:
     """Store one batch of changes."""
     if changes:
-        bulk.insert_rows(
-            conn,
-            change,
-            [{"run_id": run_id, "action": c.action, "halo_table": c.halo_table, "halo_id": c.halo_id,
-              "source_key": c.source_key, "field": c.field, "old_value": _text(c.old), "new_value": _text(c.new)}
-             for c in changes],
+        bulk.insert_values(
+            conn, change, _KEYS,
+            [(run_id, c.action, c.halo_table, c.halo_id, c.source_key, c.field, _text(c.old), _text(c.new)) for c in changes],
         )  # fmt: skip
 
 
