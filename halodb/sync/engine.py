@@ -184,6 +184,7 @@ class SyncEngine:
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
         analyzed = 0  # links written when the link table's statistics were last refreshed
+
         def hashes(batch: list[SourceRecord]) -> list[str | None]:
             return [None if r.error else row_hash(r.fields, state.salt) for r in batch]
 
@@ -191,17 +192,17 @@ class SyncEngine:
         with Prefetch(entity.read(ctx), self.limits.batch_size, hashes) as source:
             for batch, digests in source:
                 self._with_retry(conn, lambda: self._batch(conn, entity, state, batch, digests), state)
-            written = report.created + report.updated
-            if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run and state.lookup.reads_database:
-                # Each time the links written double: a handful of ANALYZEs per load, and the
-                # lookups of a long first load never plan against a table believed empty. (While
-                # the run's lookups are answered from memory, only the final one matters.)
-                links.analyze(conn)
-                self._commit(conn)
-                analyzed = written
-            if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
-                heartbeat()
-            self.progress(report)
+                written = report.created + report.updated
+                if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run and state.lookup.reads_database:
+                    # Each time the links written double: a handful of ANALYZEs per load, and the
+                    # lookups of a long first load never plan against a table believed empty.
+                    # (While the run's lookups are answered from memory, only the last one matters.)
+                    links.analyze(conn)
+                    self._commit(conn)
+                    analyzed = written
+                if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
+                    heartbeat()
+                self.progress(report)
         if report.created + report.updated - analyzed >= ANALYZE_AFTER and not self.dry_run:
             links.analyze(conn)  # for the next run's lookups
         report.complete = ctx.incomplete_reason is None

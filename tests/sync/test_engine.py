@@ -580,3 +580,34 @@ def test_a_site_renamed_in_halo_quarantines_the_records_that_name_it(halo):
     report = engine(halo).run(users_entity(ListSource(records)))
     assert (report.quarantined, report.updated) == (2, 0)
     assert "no site named 'Head Office'" in quarantined(halo)["n0"]["reason"]
+
+
+def test_every_committed_batch_renews_the_lease_and_reports_progress(halo):
+    _, site_id = add_client_with_site(halo)
+    beats, progress = [], []
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3), progress=lambda r: progress.append(r.fetched))
+    report = engine.run(users_entity(ListSource(user_records(7, site_id))), heartbeat=lambda: beats.append(1))
+    assert report.created == 7
+    assert progress == [3, 6, 7]
+    assert len(beats) == 3
+
+
+def test_a_long_first_load_refreshes_statistics_before_its_lookups_reach_the_database(halo, monkeypatch):
+    # Past the number of keys a run remembers, lookups go to the database again; PostgreSQL must
+    # have statistics of the links written so far by then, or it plans each lookup as a scan of
+    # the whole scope (seconds per batch at a million links).
+    from halodb.state import links
+    import halodb.sync.engine as engine_module
+
+    _, site_id = add_client_with_site(halo)
+    monkeypatch.setattr(links, "PRELOAD_LIMIT", 5)
+    monkeypatch.setattr(engine_module, "ANALYZE_AFTER", 2)
+    events = []
+    lookup, analyze = links.lookup, links.analyze
+    monkeypatch.setattr(links, "lookup", lambda conn, scope, keys: events.append("lookup") or lookup(conn, scope, keys))
+    monkeypatch.setattr(links, "analyze", lambda conn: events.append("analyze") or analyze(conn))
+    report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3)).run(users_entity(ListSource(user_records(15, site_id))))
+    assert report.created == 15
+    # batches 1-2 answered from memory (6 keys known > 5), then every lookup follows an ANALYZE
+    assert events[0] == "analyze" and "lookup" in events
+    assert events.index("analyze") < events.index("lookup")
