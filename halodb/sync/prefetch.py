@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Generic, TypeVar
@@ -27,6 +28,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _DONE = object()
+
+#: How long a run that ends waits for the source's thread to stop, in seconds.
+STOP_WAIT = 10.0
 
 
 class _Failed:
@@ -51,7 +55,13 @@ class Prefetch(Generic[T, R]):
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
+        deadline = time.monotonic() + STOP_WAIT
         while self._thread.is_alive():
+            if time.monotonic() > deadline:
+                # A read stuck in the network (a Graph page, an LDAP search) must not hold the run
+                # up: the thread is a daemon, and it stops at its next batch.
+                log.warning("the source did not stop within %.0f s; leaving its thread behind", STOP_WAIT)
+                return
             try:  # make room, so a reader blocked on a full queue sees the stop
                 self._queue.get(timeout=0.05)
             except queue.Empty:

@@ -76,3 +76,24 @@ def test_work_that_fails_is_raised_too():
 
     with pytest.raises(TypeError, match="cannot hash"), Prefetch(range(3), 2, work) as source:
         list(source)
+
+
+def test_a_source_stuck_in_a_read_does_not_hold_the_caller(monkeypatch):
+    import halodb.sync.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "STOP_WAIT", 0.2)
+    release = threading.Event()
+
+    def items():
+        yield 1
+        release.wait(10)  # a network read that does not return
+        yield 2
+
+    prefetch_ = Prefetch(items(), 1, len)
+    with pytest.raises(RuntimeError), prefetch_ as source:
+        for _ in source:
+            raise RuntimeError("the batch failed")
+    assert prefetch_._thread.is_alive()  # the caller went on while the read was still stuck
+    release.set()
+    prefetch_._thread.join(5)
+    assert not prefetch_._thread.is_alive()  # and the thread stopped at its next batch
