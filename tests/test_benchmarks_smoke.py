@@ -54,3 +54,16 @@ def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(back
     report = bench.render(results, N, None, None, bench.dt.datetime.now(bench.dt.timezone.utc))
     assert "| W2 re-sync" not in report or "Halo rows written 0" in report
     assert "What changes on SQL Server" in report
+
+
+def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_time(tmp_path):
+    results = bench.run_all(N, ["sqlite"], ["W1"], ["halodb", "limit", "naive"], log=lambda *a: None, timeout=300, repeat=3)
+    by_m = results["sqlite"]["W1"]
+    for method in ("halodb", "limit"):
+        runs = by_m[method]["runs"]
+        assert len(runs) == 3 and runs == sorted(runs)
+        assert round(by_m[method]["seconds"], 2) == runs[1]
+    assert len(by_m["naive"]["runs"]) == 1  # the slow baseline runs once
+    args = bench.argparse.Namespace(repeat=3)
+    report = bench.render(results, N, args, None, bench.dt.datetime.now(bench.dt.timezone.utc))
+    assert "the median of 3 runs each" in report and "(median of " in report
