@@ -291,7 +291,7 @@ def render(results: dict, n: int, args, profile_text: str | None, started: dt.da
         f"{versions()}. N = {n:,} directory users (20 clients, 60 sites; ~5 % non-ASCII names), backends: "
         f"{', '.join(results)}. PostgreSQL at 127.0.0.1:5432 on the same machine, a fresh schema per measurement; "
         "SQLite a fresh temp file. Every measurement runs in a fresh process (its setup in another), so peak RSS "
-        "(`VmHWM`, which exec resets, unlike `ru_maxrss`) is the workload's own. " + (f"halodb and the limit: the median of {args.repeat} runs each (W1-W3); the baselines and W4 one run." if getattr(args, "repeat", 1) > 1 else "One run, not a median.") + " Ratios, never pass/fail on time.",
+        "(`VmHWM`, which exec resets, unlike `ru_maxrss`) is the workload's own. " + (f"halodb and the limit: the median of {args.repeat} runs each where 'Every measurement' lists the times; every other cell one run." if getattr(args, "repeat", 1) > 1 else "One run, not a median.") + " Ratios, never pass/fail on time.",
         "",
         "Methods: **halodb** = `SyncEngine.run` of the Users entity (match by azureoid, email, login; batches of 2,000); "
         "**limit** = raw bulk insert of the final Halo `users` rows, no logic (psycopg `COPY` on PostgreSQL, sqlite3 "
