@@ -43,9 +43,8 @@ https://login.microsoftonline.com.
 Secrets. Halo stores the app's client secret encrypted with its own key, which halodb cannot
 decrypt, so halodb never reads ``azureadconnection.client_secret``. The secret comes from
 appsettings.json ``AzureAD.Secrets``, by connection id or else by connection name (any case);
-the environment overrides it as any setting (``HALODB_AzureAD__Secrets__<id>``). The older
-variable ``HALODB_AZUREAD_SECRET_<id>`` is still read last. A connection with none fails with a
-one-line message naming appsettings.json and the environment variable. Secrets are masked in
+the environment overrides it as any setting (``HALODB_AzureAD__Secrets__<id>``). A connection
+with none fails with a one-line message naming appsettings.json and the environment variable. Secrets are masked in
 ``config show`` and blanked in the log (``Settings.secrets``).
 
 TLS. ``HALODB_AZUREAD_CA_FILE`` names a PEM file of CA certificates to trust for Graph and the
@@ -95,7 +94,6 @@ NATIONAL_AUTHORITIES = {
 }
 SECRET_SETTING = "AzureAD.Secrets.{}"
 SECRET_ENV = "HALODB_AzureAD__Secrets__{}"
-SECRET_VARIABLE = "HALODB_AZUREAD_SECRET_{}"  # the older name, still read last
 CA_FILE_VARIABLE = "HALODB_AZUREAD_CA_FILE"
 
 #: Entity kinds as Halo lists them in ``halo_integrator_import_list``, by halodb's entity name.
@@ -159,7 +157,7 @@ def _describe(row: dict) -> str:
 
 def client_secret(row: dict, settings, rows: Sequence[dict] = ()) -> tuple[str | None, str | None]:
     """(secret, None) or (None, why there is none): appsettings.json ``AzureAD.Secrets`` by id,
-    then by name (environment overrides included), then ``HALODB_AZUREAD_SECRET_<id>``."""
+    then by name (environment overrides included, so every secret is in ``Settings.secrets``)."""
     azure_settings = getattr(settings, "azure_ad", None)
     configured = {key.strip().lower(): value for key, value in (azure_settings.secrets if azure_settings else {}).items()}
     secret = configured.get(str(row["id"]))
@@ -176,7 +174,7 @@ def client_secret(row: dict, settings, rows: Sequence[dict] = ()) -> tuple[str |
             return None, (f"{_describe(row)} shares its name with connections {ids}: key its secret by id "
                           f"({SECRET_SETTING.format(row['id'])})")
         secret = configured[name]
-    secret = (secret or "").strip() or os.environ.get(SECRET_VARIABLE.format(row["id"]), "").strip()
+    secret = (secret or "").strip()
     if secret:
         return secret, None
     return None, (f"{_describe(row)} has no client secret: set {SECRET_SETTING.format(row['id'])} in appsettings.json "
