@@ -7,13 +7,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from halodb.halo.imports import record_last_sync
 from halodb.halo.repository import keyed, normalise_key
 from halodb.halo.schema import areaazuretenant, azureadconnection, azureadmapping, site
-
-_ERROR_LENGTH = 4000
 
 
 def connections(conn: Connection) -> list[dict[str, Any]]:
@@ -82,7 +81,4 @@ def first_site(conn: Connection, client_id: int) -> int | None:
 
 def record_connection(conn: Connection, connection_id: int, when: dt.datetime | None, error: str | None) -> None:
     """Last Sync (on success) and Last Error (cleared on success) of one connection."""
-    values: dict[str, Any] = {"lasterror": error[:_ERROR_LENGTH] if error else None}
-    if when is not None:
-        values["lastsync"] = when
-    conn.execute(update(azureadconnection).where(azureadconnection.c.id == connection_id).values(values))
+    record_last_sync(conn, azureadconnection, connection_id, when, error)

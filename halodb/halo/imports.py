@@ -30,7 +30,9 @@ def spreadsheet_imports(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(stmt).mappings()]
 
 
-def _record(conn: Connection, table: Table, row_id: int, when: dt.datetime | None, error: str | None) -> None:
+def record_last_sync(conn: Connection, table: Table, row_id: int, when: dt.datetime | None, error: str | None) -> None:
+    """Last Sync (``lastsync``, on success) and Last Error (``lasterror``, cleared on success) of
+    one row of a Halo connection table: SQL imports, spreadsheet imports, Azure AD connections."""
     values: dict[str, Any] = {"lasterror": error[:_ERROR_LENGTH] if error else None}
     if when is not None:
         values["lastsync"] = when
@@ -39,9 +41,9 @@ def _record(conn: Connection, table: Table, row_id: int, when: dt.datetime | Non
 
 def record_sql_import(conn: Connection, row_id: int, when: dt.datetime | None, error: str | None) -> None:
     """Last Sync (on success) and Last Error (cleared on success) of one SQL import."""
-    _record(conn, sqlimport, row_id, when, error)
+    record_last_sync(conn, sqlimport, row_id, when, error)
 
 
 def record_spreadsheet_import(conn: Connection, row_id: int, when: dt.datetime | None, error: str | None) -> None:
     """Last Sync (on success) and Last Error (cleared on success) of one spreadsheet import."""
-    _record(conn, importcsv, row_id, when, error)
+    record_last_sync(conn, importcsv, row_id, when, error)
