@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from halodb import migrate
-from halodb.config import mask_odbc_password, mask_url
+from halodb.config import mask_url
 from halodb.database import connect_check, driver_description, engine_from_settings
 from halodb.errors import HalodbError
 from halodb.halo import REPOSITORIES
@@ -23,6 +23,7 @@ from halodb.halo import settings as halo_settings
 from halodb.halo.preflight import missing_schema
 from halodb.halo.triggers import WRITTEN_TABLES, tables_with_triggers
 from halodb.integrations import REGISTRY
+from halodb.runner import enabled_integrations
 
 
 @dataclass
@@ -76,7 +77,7 @@ def validate(settings, engine: Engine | None = None) -> Validation:
     try:
         engine = engine or engine_from_settings(settings)
         target = settings.database_url_resolved() or f"{settings.database.server}/{settings.database.name}"
-        result.checks.append(Check("configuration", True, f"{settings.source_path or 'settings'} (instance database {_mask(target)})"))
+        result.checks.append(Check("configuration", True, f"{settings.source_path or 'settings'} (instance database {mask_url(target)})"))
         connect_check(engine)
         result.checks.append(Check("connection", True, f"connected ({engine.dialect.name}, {driver_description(engine)})"))
     except HalodbError as err:
@@ -84,7 +85,7 @@ def validate(settings, engine: Engine | None = None) -> Validation:
         result.exit_code = err.exit_code
         return result
     try:
-        missing = missing_schema(engine, [name for name in REGISTRY if settings.enabled_entities(name)])
+        missing = missing_schema(engine, enabled_integrations(settings))
         if missing:
             result.checks.append(Check("halo schema", False, "missing: " + ", ".join(missing)))
             result.exit_code = 3
@@ -132,11 +133,3 @@ def trigger_check(engine: Engine) -> Check:
     names = ", ".join(sorted(found))
     return Check("halo triggers", True, f"on {names}: halodb inserts there through OUTPUT … INTO a table variable")
 
-
-def _mask(target: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return mask_odbc_password(make_url(target).render_as_string(hide_password=True))
-    except Exception:  # noqa: BLE001 - the SQL Server form "server/name" is no URL
-        return mask_url(target)

@@ -91,3 +91,16 @@ def test_validate_names_the_dbapi(halo, db_url):
     connection = next(c for c in validate(settings, halo).checks if c.name == "connection")
     expected = {"sqlite": "(sqlite, DBAPI sqlite3)", "postgresql": "(postgresql, DBAPI psycopg ", "mssql": "(mssql, ODBC driver "}
     assert expected[halo.dialect.name] in connection.detail
+
+
+def test_validate_masks_the_password_in_the_configuration_line():
+    """The same mask as ``config show`` (``config.mask_url``); no server answers on port 1."""
+    password = "S3cret-Pw-validate"
+    settings = Settings.model_validate({"Database": {"Url": f"postgresql+psycopg://halo:{password}@127.0.0.1:1/halo"}})
+
+    result = validate(settings)
+
+    configuration = next(c for c in result.checks if c.name == "configuration")
+    assert "(instance database postgresql+psycopg://halo:********@127.0.0.1:1/halo)" in configuration.detail
+    assert all(password not in c.detail for c in result.checks)
+    assert result.exit_code == 3
