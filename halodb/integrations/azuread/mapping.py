@@ -10,10 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: Halo fields a user matches on, in order: the Azure object id, then email, then login (UPN).
-USER_MATCH_FIELDS = [("azureoid",), ("emailaddress",), ("login",)]
-AGENT_MATCH_FIELDS = [("azureoid",), ("email",)]
-
 #: Names a connection's ``user_matching_fields`` / ``agent_matching_fields`` may use [I: Halo's
 #: own encoding of the list is not documented], by the matcher they choose.
 MATCH_NAMES = {
