@@ -11,16 +11,7 @@ import json
 import click
 
 from halodb import config
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    default=config.DEFAULT_CONFIG_NAME,
-    show_default=True,
-    type=click.Path(dir_okay=True),
-    help="The appsettings.json to use (a folder means appsettings.json inside it).",
-)
-
+from halodb.cli.options import config_option
 
 @click.group()
 def config_group() -> None:
@@ -28,7 +19,7 @@ def config_group() -> None:
 
 
 @config_group.command("init")
-@_config_option
+@config_option
 @click.option("--halo-url", help="Halo web address, e.g. https://halo.example.com.")
 @click.option("--server", help="SQL Server host (and instance), e.g. SQL01\\HALO.")
 @click.option("--database", "name", help="Halo database name.")
@@ -60,7 +51,7 @@ def init_cmd(config_path, halo_url, server, name, username, password, url, force
 
 
 @config_group.command("show")
-@_config_option
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of Key = value lines.")
 def show_cmd(config_path, as_json) -> None:
     """Print the effective settings (file plus HALODB_* overrides), secrets masked."""
@@ -73,7 +64,7 @@ def show_cmd(config_path, as_json) -> None:
 
 
 @config_group.command("set")
-@_config_option
+@config_option
 @click.argument("key")
 @click.argument("value")
 def set_cmd(config_path, key, value) -> None:
@@ -88,7 +79,7 @@ def _switch(config_path: str, integration: str, entity: str, enabled: bool) -> N
 
 
 @config_group.command("enable")
-@_config_option
+@config_option
 @click.argument("integration")
 @click.argument("entity")
 def enable_cmd(config_path, integration, entity) -> None:
@@ -97,7 +88,7 @@ def enable_cmd(config_path, integration, entity) -> None:
 
 
 @config_group.command("disable")
-@_config_option
+@config_option
 @click.argument("integration")
 @click.argument("entity")
 def disable_cmd(config_path, integration, entity) -> None:

@@ -6,7 +6,7 @@ import click
 
 from halodb import migrate
 from halodb.cli import main
-from halodb.cli.run_cmd import config_option
+from halodb.cli.options import config_option
 from halodb.config import load_settings
 from halodb.database import connect_check, engine_from_settings
 

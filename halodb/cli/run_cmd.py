@@ -11,18 +11,13 @@ import click
 
 from halodb import logs, runner
 from halodb.cli import main
+from halodb.cli.options import config_option
 from halodb.cli.output import as_json, integrations_table, run_report, status_report, validation_report
-from halodb.config import load_settings
+from halodb.config import DEFAULT_CONFIG_NAME, load_settings
 from halodb.database import engine_from_settings
 from halodb.status import status
 from halodb.sync.engine import utcnow
 from halodb.validate import Validation, integration_rows, validate
-
-config_option = click.option(
-    "--config", "config_path", default="appsettings.json", show_default=True, type=click.Path(dir_okay=True),
-    help="The appsettings.json of this instance.",
-)  # fmt: skip
-
 
 @contextmanager
 def _progress(enabled: bool):
@@ -63,7 +58,7 @@ wait_option = click.option(
 
 
 @main.command("AUTO")
-@click.argument("config_path", default="appsettings.json", required=False, type=click.Path(dir_okay=True))
+@click.argument("config_path", default=DEFAULT_CONFIG_NAME, required=False, type=click.Path(dir_okay=True))
 @wait_option
 def auto(config_path: str, wait: float | None) -> None:
     """Run every integration due for this instance (for Task Scheduler, cron and systemd).
