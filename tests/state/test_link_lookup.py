@@ -139,3 +139,33 @@ def test_past_the_limit_unknown_keys_are_read_from_the_database_again(halo, monk
     assert (report.status, report.created, report.updated) == ("ok", 9, 1)
     assert user_count(halo) == 9
     assert queries.count == 1 + 2  # the count, then batches 3 and 4 from the database
+
+
+def test_a_link_pass_that_fails_once_is_read_again_and_missing_links_still_count(halo):
+    # A transient error on the one-pass read rolls the batch back and retries it. A pass left
+    # half-done would answer "no link is missing", and the user gone from the source would never
+    # be deactivated.
+    from sqlalchemy.exc import OperationalError
+
+    _, site_id = add_client_with_site(halo)
+    records = user_records(12, site_id)
+    limits = Limits(batch_size=3, deactivate_after_missed_runs=1, max_deactivation_percent=50)
+    SyncEngine(halo, instance="t", agent_id=2, limits=limits).run(users_entity(ListSource(records)))
+    failed = []
+
+    def fail_the_pass_once(conn, cursor, statement, parameters, context, executemany):
+        text = statement.lower()
+        is_pass = "from halodb_link" in text and "source_key" not in text.split("where", 1)[-1] and "count(" not in text
+        if is_pass and not failed:
+            failed.append(statement)
+            raise OperationalError(statement, parameters, Exception("injected: connection reset"))
+
+    event.listen(halo, "before_cursor_execute", fail_the_pass_once)
+    try:
+        engine = SyncEngine(halo, instance="t", agent_id=2, limits=limits, is_transient=lambda err: True)
+        report = engine.run(users_entity(ListSource(records[:6] + records[7:])))  # u6 gone
+    finally:
+        event.remove(halo, "before_cursor_execute", fail_the_pass_once)
+    assert failed, "the pass was never read"
+    assert report.status == "ok", report.error
+    assert (report.unchanged, report.deactivated) == (11, 1)
