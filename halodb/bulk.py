@@ -20,9 +20,13 @@ from sqlalchemy.exc import DBAPIError
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert ``rows`` (dicts keyed by column keys, all with the same keys) into ``table``."""
-    if rows:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
         keys = list(rows[0])
-        insert_values(conn, table, keys, [tuple(row[k] for k in keys) for row in rows])
+        copy_values(conn, table, keys, [tuple(row[k] for k in keys) for row in rows])
+    else:
+        conn.execute(insert_statement(table), list(rows))  # already the dicts executemany takes
 
 
 def insert_values(conn: Connection, table: Table, keys: Sequence[str], values: Sequence[tuple]) -> None:
@@ -61,4 +65,9 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
     except psycopg.Error as err:
         # The raw cursor raises the driver's own errors; wrapped as SQLAlchemy would wrap them,
         # the engine rolls the batch back, retries it if transient, and fails the entity cleanly.
-        raise DBAPIError.instance(sql, None, err, psycopg.Error) from err
+        # A lost connection is invalidated the way SQLAlchemy does for its own statements, so the
+        # rollback succeeds, the retry reconnects, and is_transient sees connection_invalidated.
+        lost = conn.dialect.is_disconnect(err, raw, None)
+        if lost:
+            conn.invalidate()
+        raise DBAPIError.instance(sql, None, err, psycopg.Error, connection_invalidated=lost, dialect=conn.dialect) from err

@@ -1,0 +1,44 @@
+"""Bulk writes (``halodb.bulk``): COPY on PostgreSQL, and what its failures look like to the engine."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from halodb import bulk, database
+from halodb.halo.schema import users
+from halodb.state.tables import link
+from halodb.sync.engine import Limits, SyncEngine
+from tests.helpers import ListSource, add_client_with_site, user_records, users_entity
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # COPY is PostgreSQL's
+def test_a_connection_lost_during_copy_is_retried_and_the_batch_written_once(halo, monkeypatch):
+    # The server ends the session in the middle of a batch (a failover, a restart, a killed
+    # backend). The COPY's error must look like SQLAlchemy's own for a dropped connection, so the
+    # engine rolls back, reconnects and writes the batch again, instead of failing the run.
+    _, site_id = add_client_with_site(halo)
+    copy_values, killed = bulk.copy_values, []
+    admin = create_engine(halo.url)
+
+    def kill_then_copy(conn, table, keys, values):
+        if not killed:
+            pid = conn.connection.driver_connection.info.backend_pid
+            with admin.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            killed.append(pid)
+        return copy_values(conn, table, keys, values)
+
+    monkeypatch.setattr(bulk, "copy_values", kill_then_copy)
+    monkeypatch.setattr("halodb.sync.engine.time.sleep", lambda seconds: None)
+    try:
+        engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3), is_transient=database.is_transient)
+        report = engine.run(users_entity(ListSource(user_records(5, site_id))))
+    finally:
+        admin.dispose()
+    assert killed
+    assert report.status == "ok", report.error
+    assert report.created == 5
+    with halo.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(users)).scalar_one() == 5
+        assert conn.execute(select(func.count()).select_from(link)).scalar_one() == 5
