@@ -182,7 +182,10 @@ class EntityLock:
 
     def renew(self) -> bool:
         if self.session is not None:
-            self.lease.claim()  # the session lock cannot be lost while we run; keep the row fresh
+            # The session lock cannot be lost while we run; keep the row fresh, and write it
+            # again only if someone deleted it (a renewal must not move the "since" time).
+            if not self.lease.renew():
+                self.lease.claim()
             return True
         return self.lease.renew()
 

@@ -55,3 +55,22 @@ def test_renew_pushes_the_expiry_forward(halo):
     assert lease(halo, "daily", clock).acquire() is not None
     with halo.connect() as conn:
         assert conn.execute(select(lock.c.expires)).scalar_one() == T0 + dt.timedelta(minutes=18)
+
+
+def test_renewing_an_entity_lock_keeps_the_time_it_was_taken(halo):
+    # `halodb status` and "locked by ... since" show `acquired`: a heartbeat after every batch
+    # must push the expiry, not the start. (PostgreSQL and SQL Server hold a session lock and
+    # keep the row for people to read; SQLite holds the row alone.)
+    from halodb.state.locks import EntityLock
+
+    clock = Clock()
+    mine = EntityLock(halo, "SqlImport/1/Users", instance="5min", owner="5min-a", clock=clock, ttl=dt.timedelta(minutes=10))
+    assert mine.acquire() is None
+    try:
+        clock.now = T0 + dt.timedelta(minutes=8)
+        assert mine.renew() is True
+        with halo.connect() as conn:
+            row = conn.execute(select(lock.c.acquired, lock.c.expires)).one()
+        assert tuple(row) == (T0, T0 + dt.timedelta(minutes=18))
+    finally:
+        mine.release()
