@@ -72,8 +72,8 @@ def row_hash(fields: dict, salt: str = "") -> str:
 
 Progress = Callable[[EntityReport], None]
 
-#: A run refreshes the link table's statistics once it wrote this many links, and again each
-#: time the number doubles (``links.analyze``).
+#: A run refreshes the link table's statistics once it created or updated this many records (each
+#: writes its link), and again each time the number doubles (``links.analyze``).
 ANALYZE_AFTER = 1000
 
 
@@ -179,7 +179,8 @@ class SyncEngine:
 
     def _sync(self, conn: Connection, entity: Entity, report: EntityReport, heartbeat: Callable[[], None]) -> None:
         scope = entity.scope
-        beat = heartbeat if not self.dry_run else (lambda: None)  # see the loop below
+        # A dry run's open write transaction would block the lease renewal on SQLite.
+        beat = heartbeat if not self.dry_run else (lambda: None)
         ctx = ReadContext(cursors.get(conn, scope), beat)
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
@@ -200,8 +201,7 @@ class SyncEngine:
                     links.analyze(conn)
                     self._commit(conn)
                     analyzed = written
-                if not self.dry_run:  # a dry run's open write transaction would block the renewal on SQLite
-                    heartbeat()
+                beat()
                 self.progress(report)
         if report.created + report.updated - analyzed >= ANALYZE_AFTER and not self.dry_run:
             links.analyze(conn)  # for the next run's lookups
@@ -234,8 +234,9 @@ class SyncEngine:
             except DBAPIError as err:
                 conn.rollback()
                 state.batch_rolled_back()
-                if self.dry_run or not self.is_transient(err) or attempt == self.limits.batch_attempts:
-                    if self.is_transient(err):
+                transient = self.is_transient(err)
+                if self.dry_run or not transient or attempt == self.limits.batch_attempts:
+                    if transient:
                         raise TransientError(f"database kept failing after {attempt} attempts: {one_line(err)}") from err
                     raise
                 delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
