@@ -11,11 +11,13 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, inspect, select
 from sqlalchemy.engine import make_url
 
 from halodb import demo, migrate
 from halodb.cli import main
+from halodb.database import engine_for_url
+from halodb.halo.fixture import create_halo_fixture
 from tests.conftest import fresh_pg_schema
 from halodb.halo.schema import area, audit, control, device, site, users
 
@@ -98,6 +100,30 @@ def test_integrations_lists_last_sync(synced):
     as_json = json.loads(synced.invoke(main, ["integrations", "--config", "demo/appsettings.json", "--json"]).stdout)
     rows = {r["name"]: r for r in as_json}
     assert rows["Spreadsheet"]["last_sync"] and rows["Spreadsheet"]["last_error"] is None
+
+
+def test_integrations_leaves_halodb_tables_unmigrated(cli, tmp_path):
+    """A read-only command: on a Halo where halodb never ran, no halodb_* table appears."""
+    url = f"sqlite:///{tmp_path / 'halo.db'}"
+    engine = engine_for_url(url)
+    try:
+        create_halo_fixture(engine)
+    finally:
+        engine.dispose()
+    (tmp_path / "appsettings.json").write_text(
+        json.dumps({"Database": {"Url": url}, "Integrations": {"SqlImport": {"Users": True}}}), encoding="utf-8"
+    )
+
+    result = cli.invoke(main, ["integrations", "--config", "appsettings.json"])
+
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^SqlImport +no +Users +never +-$", result.stdout, re.M), result.stdout
+    engine = engine_for_url(url)
+    try:
+        assert migrate.current(engine) is None
+        assert not [t for t in inspect(engine).get_table_names() if t.lower().startswith("halodb")]
+    finally:
+        engine.dispose()
 
 
 def test_run_json_parses(synced):
