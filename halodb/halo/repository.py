@@ -91,6 +91,12 @@ def normalise_key(value: Any) -> Any:
     return value
 
 
+def match_key(values: Iterable[Any]) -> tuple | None:
+    """The normalised key of one record's match values, or None if any of them is empty."""
+    key = tuple(normalise_key(v) for v in values)
+    return None if any(v in (None, "") for v in key) else key
+
+
 class Repository:
     """Set-based access to one Halo entity. Subclasses declare the table and its fields."""
 
@@ -142,8 +148,7 @@ class Repository:
 
     def find(self, conn: Connection, fields: tuple[str, ...], values: Iterable[tuple]) -> dict[tuple, list[int]]:
         """Halo ids of records whose ``fields`` equal each of ``values`` (trimmed, any case)."""
-        wanted = {tuple(normalise_key(v) for v in value) for value in values}
-        wanted = {w for w in wanted if all(v not in (None, "") for v in w)}
+        wanted = {key for key in map(match_key, values) if key is not None}
         if not wanted:
             return {}
         first = self.table.c[fields[0]]
@@ -154,7 +159,7 @@ class Repository:
         found: dict[tuple, list[int]] = defaultdict(list)
         for part in chunks(probe):
             for row in conn.execute(select(*cols).where(first_expr.in_(part))):
-                key = tuple(normalise_key(v) for v in row[1:])
+                key = match_key(row[1:])
                 if key in wanted:
                     found[key].append(row[0])
         return dict(found)
@@ -203,13 +208,9 @@ class Repository:
 
     @cached_property
     def _text_limits(self) -> dict[str, int | None]:
-        """Text columns among ``writable`` and their lengths (what ``_to_text`` checks)."""
-        out = {}
-        for name in self.writable:
-            type_ = self.table.c[name].type
-            if not isinstance(type_, (Boolean, Integer, SmallInteger, DateTime)):
-                out[name] = getattr(type_, "length", None)
-        return out
+        """Text columns among ``writable`` and their lengths: the fields whose converter is
+        ``_to_text``, whose rules ``coerce`` runs inline for plain strings."""
+        return {name: c.keywords["length"] for name, c in self._converters.items() if c.func is _to_text}
 
     def coerce(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Check field names and convert values to the column types; raise RecordError if bad."""
