@@ -130,8 +130,11 @@ def run_all(
 ) -> dict:
     """Every (backend, workload, method) that applies; returns {backend: {workload: {method: result}}}.
 
-    halodb and the limit run ``repeat`` times each and keep the run with the median time
-    (its ``runs`` lists every time): on a shared 2-vCPU machine single seconds vary by a fifth."""
+    halodb and the limit run ``repeat`` times each (an odd count, so that one run is the median)
+    and keep the run with the median time (its ``runs`` lists every time): on a shared 2-vCPU
+    machine single seconds vary by a fifth."""
+    if repeat < 1 or repeat % 2 == 0:
+        raise ValueError(f"repeat must be an odd number of runs, at least 1 (got {repeat})")
     results: dict = {}
     have_dlt = dlt_available()
     workdir = Path(tempfile.mkdtemp(prefix="halodb-bench-"))
@@ -234,16 +237,34 @@ def method_table(results: dict) -> list[str]:
     return lines
 
 
-def versions() -> str:
+def _version(name: str) -> str:
+    """The installed version of distribution ``name``, or "not installed"."""
     from importlib.metadata import version
 
-    def v(name):
-        try:
-            return version(name)
-        except Exception:  # noqa: BLE001
-            return "not installed"
+    try:
+        return version(name)
+    except Exception:  # noqa: BLE001 - PackageNotFoundError and friends
+        return "not installed"
 
-    return f"Python {platform.python_version()}, SQLAlchemy {v('SQLAlchemy')}, psycopg {v('psycopg')}, dlt {v('dlt')}"
+
+def versions() -> str:
+    return f"Python {platform.python_version()}, SQLAlchemy {_version('SQLAlchemy')}, psycopg {_version('psycopg')}, dlt {_version('dlt')}"
+
+
+def repeat_note(results: dict) -> str:
+    """Which cells are medians, from the results themselves: a cell is a median when its result
+    lists more than one run (W4, the slow baselines and cells merged from a single run are not)."""
+    medians: dict[tuple[str, str, int], list[str]] = {}
+    for backend, by_w in results.items():
+        for workload, by_m in by_w.items():
+            for method, r in by_m.items():
+                runs = len(r.get("runs", ()))
+                if runs > 1:
+                    medians.setdefault((backend, method, runs), []).append(workload)
+    if not medians:
+        return "Every cell is one run, not a median."
+    cells = "; ".join(f"{backend} {method} {', '.join(ws)} (median of {runs})" for (backend, method, runs), ws in medians.items())
+    return f"Medians, their times listed under 'Every measurement': {cells}. Every other cell is one run."
 
 
 SQL_SERVER = """\
@@ -283,6 +304,8 @@ over the scope's links (or one lookup per batch above 200,000 links) and no writ
 
 
 def render(results: dict, n: int, args, profile_text: str | None, started: dt.datetime) -> str:
+    """The report. ``args`` (the parsed command line, or None) is not consulted: which cells are
+    medians comes from ``results``, so merged and single-run cells are described as they are."""
     cpus = os.cpu_count()
     out = [
         "# halodb benchmarks",
@@ -291,7 +314,7 @@ def render(results: dict, n: int, args, profile_text: str | None, started: dt.da
         f"{versions()}. N = {n:,} directory users (20 clients, 60 sites; ~5 % non-ASCII names), backends: "
         f"{', '.join(results)}. PostgreSQL at 127.0.0.1:5432 on the same machine, a fresh schema per measurement; "
         "SQLite a fresh temp file. Every measurement runs in a fresh process (its setup in another), so peak RSS "
-        "(`VmHWM`, which exec resets, unlike `ru_maxrss`) is the workload's own. " + (f"halodb and the limit: the median of {args.repeat} runs each where 'Every measurement' lists the times; every other cell one run." if getattr(args, "repeat", 1) > 1 else "One run, not a median.") + " Ratios, never pass/fail on time.",
+        "(`VmHWM`, which exec resets, unlike `ru_maxrss`) is the workload's own. " + repeat_note(results) + " Ratios, never pass/fail on time.",
         "",
         "Methods: **halodb** = `SyncEngine.run` of the Users entity (match by azureoid, email, login; batches of 2,000); "
         "**limit** = raw bulk insert of the final Halo `users` rows, no logic (psycopg `COPY` on PostgreSQL, sqlite3 "
@@ -353,6 +376,17 @@ def trim_profile(textout: str, lines: int = 70) -> str:
     return "\n".join(textout.splitlines()[:lines])
 
 
+def odd_repeat(value: str) -> int:
+    """``--repeat``: an odd count of at least 1, so that the median is one of the runs."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if count < 1 or count % 2 == 0:
+        raise argparse.ArgumentTypeError(f"{count} is not an odd number of runs of at least 1 (1, 3, 5, ...): the median of an even count is no single run")
+    return count
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000)
@@ -365,7 +399,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="profile halodb W1 on PostgreSQL at N into the report")
     p.add_argument("--profile-file", help="where --profile keeps its text; without --profile, a profile to include")
     p.add_argument("--timeout", type=float, default=None, help="seconds any one step may take")
-    p.add_argument("--repeat", type=int, default=1, help="runs of halodb and the limit per cell (W1-W3); the median is kept")
+    p.add_argument("--repeat", type=odd_repeat, default=1, help="runs of halodb and the limit per cell (W1-W3), an odd number; the median is kept")
     p.add_argument("--pg-options", default="", help='extra PostgreSQL options for the run, e.g. "-cplan_cache_mode=force_custom_plan"')
     p.add_argument("--merge", help="raw results JSON of an earlier run to merge in (e.g. a W4 run)")
     args = p.parse_args(argv)

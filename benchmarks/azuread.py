@@ -37,6 +37,8 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select, text
 
+from benchmarks.worker import peak_rss_mib  # VmHWM: the step's own memory, not the orchestrator's
+
 ROOT = Path(__file__).resolve().parent.parent
 CHANGED = 10
 SEED = 4
@@ -96,12 +98,6 @@ class LocalGraph:
 
 
 # -- one step in its own process ------------------------------------------------------------------
-
-
-def peak_rss_mib() -> float:
-    from benchmarks.worker import peak_rss_mib as own_peak  # VmHWM: not the orchestrator's memory
-
-    return own_peak()
 
 
 def _setup(spec: dict) -> dict:
@@ -299,15 +295,7 @@ def table(results: list[dict]) -> list[str]:
 
 
 def header(started: dt.datetime) -> str:
-    from importlib.metadata import version
-
-    def v(name):
-        try:
-            return version(name)
-        except Exception:  # noqa: BLE001
-            return "not installed"
-
-    from benchmarks.__main__ import PG_URL
+    from benchmarks.__main__ import PG_URL, _version
     from halodb.database import engine_for_url
 
     engine = engine_for_url(PG_URL)
@@ -319,7 +307,7 @@ def header(started: dt.datetime) -> str:
     return (
         f"Run {started:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs, `{platform.platform()}` "
         f"({platform.processor() or platform.machine()}); Python {platform.python_version()}, "
-        f"SQLAlchemy {v('SQLAlchemy')}, psycopg {v('psycopg')}, msal {v('msal')}, httpx {v('httpx')}, "
+        f"SQLAlchemy {_version('SQLAlchemy')}, psycopg {_version('psycopg')}, msal {_version('msal')}, httpx {_version('httpx')}, "
         f"PostgreSQL {server} at 127.0.0.1:5432 on the same machine."
     )
 

@@ -7,23 +7,25 @@ from sqlalchemy import create_engine, text
 
 from benchmarks import __main__ as bench
 from benchmarks import data
+from tests.conftest import PG_ADMIN_URL, _unavailable
 
 N = 200
 
 pytestmark = pytest.mark.slow
 
 
-def _backends() -> list[str]:
-    backends = ["sqlite"]
+def use_test_postgresql(monkeypatch) -> None:
+    """Point the benchmark at the suite's PostgreSQL (``HALODB_TEST_PG_URL``); unreachable, it
+    skips the test - or fails it when ``HALODB_REQUIRE_BACKENDS`` names postgresql."""
+    monkeypatch.setattr(bench, "PG_URL", PG_ADMIN_URL)
+    engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 5})
     try:
-        engine = create_engine(bench.PG_URL, connect_args={"connect_timeout": 5})
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+    except Exception as err:  # noqa: BLE001 - any failure means "not reachable here"
+        _unavailable("postgresql", (str(err).splitlines() or [type(err).__name__])[0])
+    finally:
         engine.dispose()
-        backends.append("postgresql")
-    except Exception:  # noqa: BLE001 - no PostgreSQL here: sqlite alone
-        pass
-    return backends
 
 
 def test_directory_is_deterministic_and_lazy():
@@ -36,8 +38,10 @@ def test_directory_is_deterministic_and_lazy():
     assert (updated, deactivated) == (2, 1) and len(w3) == N - deactivated
 
 
-@pytest.mark.parametrize("backend", _backends())
-def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(backend, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(backend, tmp_path, monkeypatch):
+    if backend == "postgresql":
+        use_test_postgresql(monkeypatch)
     results = bench.run_all(N, [backend], ["W1", "W2", "W3", "W4"], w4_n=2 * N, log=lambda *a: None, timeout=300)
     by_w = results[backend]
     assert by_w["W1"]["halodb"]["created"] == N and by_w["W1"]["halodb"]["status"] == "ok"
@@ -61,9 +65,28 @@ def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_tim
     by_m = results["sqlite"]["W1"]
     for method in ("halodb", "limit"):
         runs = by_m[method]["runs"]
-        assert len(runs) == 3 and runs == sorted(runs)
-        assert round(by_m[method]["seconds"], 2) == runs[1]
+        assert len(runs) == 3
+        assert round(by_m[method]["seconds"], 2) == sorted(runs)[1]  # the kept run is the middle one
     assert len(by_m["naive"]["runs"]) == 1  # the slow baseline runs once
-    args = bench.argparse.Namespace(repeat=3)
-    report = bench.render(results, N, args, None, bench.dt.datetime.now(bench.dt.timezone.utc))
-    assert "the median of 3 runs each" in report and "(median of " in report
+    report = bench.render(results, N, None, None, bench.dt.datetime.now(bench.dt.timezone.utc))
+    # The header names the median cells from the data; the naive single run is not among them.
+    assert "Medians, their times listed under 'Every measurement': sqlite halodb W1 (median of 3); sqlite limit W1 (median of 3). Every other cell is one run." in report
+    assert "naive W1 (median" not in report
+    assert f"| sqlite | W1 | halodb (median of {', '.join(f'{t:.2f}' for t in by_m['halodb']['runs'])}) |" in report
+
+
+def test_a_single_run_report_claims_no_median():
+    results = {"sqlite": {"W1": {"halodb": {"seconds": 1.0, "runs": [1.0], "n": N, "peak_rss_mib": 50.0, "created": N, "status": "ok"}}}}
+    report = bench.render(results, N, None, None, bench.dt.datetime.now(bench.dt.timezone.utc))
+    (header,) = [line for line in report.splitlines() if line.startswith("Run ")]
+    assert "Every cell is one run, not a median." in header and "Medians" not in header
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2", "4", "x"])
+def test_repeat_must_be_an_odd_count_of_at_least_one(value, capsys):
+    with pytest.raises(SystemExit) as exited:
+        bench.main(["--repeat", value])
+    assert exited.value.code == 2  # argparse's usage error, before anything runs
+    assert "--repeat" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="odd number"):
+        bench.run_all(N, ["sqlite"], ["W1"], log=lambda *a: None, repeat=int(value) if value != "x" else 2)
