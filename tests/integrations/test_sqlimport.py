@@ -15,7 +15,7 @@ from halodb.config import load_settings
 from halodb.halo import settings as halo_settings
 from halodb.halo.repository import keyed
 from halodb.halo.schema import sqlimport, users
-from tests.helpers import add_client_with_site
+from tests.helpers import add_client_with_site, halo_users
 
 
 EMPLOYEES = [
@@ -101,11 +101,6 @@ def add_import(engine, source_url, *, sql=QUERY, name="HR", **values):
     return row_id
 
 
-def halo_users(engine):
-    with engine.connect() as conn:
-        return {r["emailaddress"]: dict(r) for r in conn.execute(select(*keyed(*users.c))).mappings()}
-
-
 def import_row(engine, row_id):
     with engine.connect() as conn:
         return dict(conn.execute(select(*keyed(*sqlimport.c)).where(sqlimport.c.id == row_id)).mappings().one())
@@ -150,7 +145,8 @@ def test_users_by_email_with_default_site(halo, db_url, tmp_path, source, sites)
     assert people["chloé@contoso.example"]["client_id"] == sites["client"]
     stored = import_row(halo, row_id)
     assert stored["lastsync"] is not None and stored["lasterror"] is None
-    assert (only(run(config)).created, only(run(config)).updated) == (0, 0)
+    again = only(run(config))
+    assert (again.status, again.created, again.updated, again.unchanged) == ("ok", 0, 0, 4), again.error
 
 
 def test_source_only_key_column(halo, db_url, tmp_path, source, sites):

@@ -21,7 +21,7 @@ from halodb.state.tables import link, run
 from halodb.sync.engine import Limits, SyncEngine
 from halodb.sync.entity import SourceRecord
 from halodb.halo.repository import keyed
-from tests.helpers import ListSource, add_client_with_site, user_records, users_entity
+from tests.helpers import ListSource, add_client_with_site, halo_users, user_records, users_entity
 
 SCOPE = users_entity(None).scope
 
@@ -71,13 +71,6 @@ def changes_of(halo, report):
 
 def with_fields(record: SourceRecord, **fields) -> SourceRecord:
     return SourceRecord(record.key, {**record.fields, **fields}, record.error)
-
-
-def halo_users(halo) -> dict[str, dict]:
-    """Every Halo user by email, under the readable column keys (``tests.helpers.halo_users``
-    returns Halo's raw column names once the row is turned into a dict)."""
-    with halo.connect() as conn:
-        return {r["emailaddress"]: dict(r) for r in conn.execute(select(*keyed(*users.c))).mappings()}
 
 
 def add_user(halo, **values) -> int:
