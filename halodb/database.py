@@ -17,6 +17,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import create_engine, event, text
@@ -283,32 +284,48 @@ def driver_description(engine: Engine) -> str:
     return f"DBAPI {name}" + (f" {version}" if isinstance(version, str) else "")
 
 
+@dataclass(frozen=True)
+class ConnectSettings:
+    """Where each part of a connection is configured, as a connect error's hint names it."""
+
+    driver: str = "Database.Driver"
+    database: str = "Database.Name"
+    login: str = "Database.Username and Database.Password (and that the server allows SQL logins)"
+    tls: str = "Database.TrustServerCertificate (or Database.Encrypt)"
+    url: str = "Database.Url"
+    server: str = "Database.Server (host, host,port or host\\INSTANCE)"
+
+
+#: The instance database's settings in appsettings.json.
+APPSETTINGS = ConnectSettings()
+
 # What a failed connection's message says -> what to check. First match wins: 4060's text also
-# says "The login failed", and a certificate failure also carries SQLSTATE 08001.
+# says "The login failed", and a certificate failure also carries SQLSTATE 08001. The {…_setting}
+# fields are a ConnectSettings' names.
 _CONNECT_ERRORS: list[tuple[re.Pattern, str]] = [
     (
         re.compile(r"\bIM002\b|data source name not found|no default driver specified", re.I),
-        "the ODBC driver {driver} is not installed{installed}: install 'ODBC Driver 18 for SQL Server' (msodbcsql18) or set Database.Driver",
+        "the ODBC driver {driver} is not installed{installed}: install 'ODBC Driver 18 for SQL Server' (msodbcsql18) or set {driver_setting}",
     ),
     (
         re.compile(r"can't open lib|file not found.*SQLDriverConnect", re.I),
-        "the ODBC driver {driver} cannot be loaded (its library or a library it needs is missing): reinstall the driver or fix Database.Driver",
+        "the ODBC driver {driver} cannot be loaded (its library or a library it needs is missing): reinstall the driver or fix {driver_setting}",
     ),
     (
         re.compile(r"\(4060\)|cannot open database .* requested by the login|database \".*\" does not exist", re.I),
-        "the database {database} does not exist or this login may not open it: check Database.Name and the login's access to it",
+        "the database {database} does not exist or this login may not open it: check {database_setting} and the login's access to it",
     ),
     (
         re.compile(r"\(18456\)|login failed|password authentication failed", re.I),
-        "login failed: check Database.Username and Database.Password (and that the server allows SQL logins)",
+        "login failed: check {login_setting}",
     ),
     (
         re.compile(r"certificate|SSL Provider", re.I),
-        "the server's TLS certificate is not trusted: install a certificate the client trusts, or set Database.TrustServerCertificate (or Database.Encrypt)",
+        "the server's TLS certificate is not trusted: install a certificate the client trusts, or set {tls_setting}",
     ),
     (
         re.compile(r"unable to open database file", re.I),
-        "cannot open the SQLite file: check the path in Database.Url",
+        "cannot open the SQLite file: check the path in {url_setting}",
     ),
     (
         re.compile(
@@ -317,13 +334,14 @@ _CONNECT_ERRORS: list[tuple[re.Pattern, str]] = [
             r"name or service not known|connection refused|could not connect|\b08001\b",
             re.I,
         ),
-        "server not found or not answering: check Database.Server (host, host,port or host\\INSTANCE), that SQL Server accepts TCP connections, and the firewall",
+        "server not found or not answering: check {server_setting}, that SQL Server accepts TCP connections, and the firewall",
     ),
 ]
 
 
-def explain_connect_error(err: DBAPIError, url: URL) -> str:
-    """One line that says what went wrong connecting and what to check."""
+def explain_connect_error(err: DBAPIError, url: URL, settings: ConnectSettings = APPSETTINGS) -> str:
+    """One line that says what went wrong connecting and what to check; ``settings`` names where
+    the connection is configured (default: the instance database in appsettings.json)."""
     orig = getattr(err, "orig", err)
     text_ = str(orig)
     args = getattr(orig, "args", ())
@@ -334,6 +352,7 @@ def explain_connect_error(err: DBAPIError, url: URL) -> str:
         "driver": repr(url.query.get("driver") or _odbc_connect_driver(url) or url.drivername),
         "database": repr(url.database or ""),
         "installed": _installed_drivers(),
+        **{f"{name}_setting": value for name, value in vars(settings).items()},
     }
     for pattern, reason in _CONNECT_ERRORS:
         if pattern.search(text_):

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ArgumentError
 
-from halodb.database import engine_for_url, explain_connect_error, mssql_url
+from halodb.database import ConnectSettings, engine_for_url, explain_connect_error, mssql_url
 from halodb.errors import IntegrationFailed
 from halodb.halo import imports
 from halodb.integrations import fields
@@ -69,6 +69,29 @@ def external_url(row: dict):
     return mssql_url(server=server, database=row["sqldatabase"], username=None, password=None, driver=row["sql_driver"] or None)
 
 
+def connect_settings(row: dict) -> ConnectSettings:
+    """Where a SQL import's connection is configured, as a connect error's hint names it: Halo's
+    SQL import fields, never appsettings.json. A full URL in ``sqlserver`` holds every part."""
+    if "://" in (row["sqlserver"] or ""):
+        where = "the SQL import's sqlserver field (a SQLAlchemy URL)"
+        return ConnectSettings(
+            driver=f"the driver in {where}",
+            database=f"the database in {where}",
+            login=f"the username and password in {where}",
+            tls=f"TrustServerCertificate (or Encrypt) in {where}",
+            url=where,
+            server=f"the host and port in {where}",
+        )
+    return ConnectSettings(
+        driver="the SQL import's sql_driver field",
+        database="the SQL import's sqldatabase field",
+        login="that the account halodb runs as may log in (no sqlusername: Windows authentication)",
+        tls="TrustServerCertificate in a full SQLAlchemy URL in the SQL import's sqlserver field",
+        url="the SQL import's sqlserver field",
+        server="the SQL import's sqlserver field (host, host,port or host\\INSTANCE)",
+    )
+
+
 def _reader(row: dict, entity: str, keyfield: str, label: str):
     sql = (row["sql"] or "").strip().rstrip(";")
     timeout = row["sql_timeout"] or 30
@@ -85,7 +108,7 @@ def _reader(row: dict, entity: str, keyfield: str, label: str):
             try:
                 conn = source.connect()
             except DBAPIError as err:
-                raise IntegrationFailed(f"{label}: {explain_connect_error(err, source.url)}") from None
+                raise IntegrationFailed(f"{label}: {explain_connect_error(err, source.url, connect_settings(row))}") from None
             with conn:
                 yield from _rows(conn, sql, entity, keyfield, label)
         except DBAPIError as err:
