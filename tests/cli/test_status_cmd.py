@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -77,7 +79,19 @@ def test_wait_that_runs_out_exits_1(demo):
 
 def test_wait_gets_the_lock_once_the_holder_lets_go(demo):
     cli, engine = demo
-    _hold(engine, minutes=0)  # an already expired lease: its holder died
-    result = cli.invoke(main, ["run", "--config", "demo/appsettings.json", "--wait", "5"])
+    lease = _hold(engine)  # a live lease: another instance is running the SQL import
+    release_after = 1.0
+    letting_go = threading.Timer(release_after, lease.release)
+    started = time.monotonic()
+    letting_go.start()
+    try:
+        result = cli.invoke(main, ["run", "--config", "demo/appsettings.json", "--wait", "10"])
+    finally:
+        letting_go.cancel()
+        letting_go.join()
+    elapsed = time.monotonic() - started
     assert result.exit_code == 0, result.output
-    assert "skipped" not in result.stdout
+    assert "skipped" not in result.stdout and "locked" not in result.stdout
+    ran = [line.split() for line in result.stdout.splitlines() if line.startswith("SqlImport ")]
+    assert ran == [["SqlImport", "Users", "SQL", "import", "'HR", "employees'", "12", "0", "0", "12", "0", "0", "0", "ok"]]
+    assert elapsed >= release_after  # it waited for the holder instead of finding the lock free
