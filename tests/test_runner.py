@@ -104,10 +104,24 @@ def test_enabled_in_halo_but_no_entity_here_is_not_run(halo, db_url, tmp_path):
 
 
 def test_excluded_entity_is_skipped(halo, db_url, tmp_path):
-    add_sheet(halo, xlsx(tmp_path / "c.xlsx", [("name",)]), kind="tickets")
-    enable(halo, "Spreadsheet")
-    config = write_config(tmp_path / "cfg", db_url, {"Spreadsheet": {"Clients": True}})
-    assert run(config).entities == []
+    # Halo's SQL import targets tables by their own names (``area`` for clients): a target of
+    # "Clients" is an entity the integration excludes, while appsettings.json switches Clients on.
+    with halo.begin() as conn:
+        conn.execute(insert(sqlimport), {
+            "name": "HR", "table": "Clients", "keyfield": "name", "sqlserver": hr_database(tmp_path / "hr.db"),
+            "sql": "SELECT first_name AS name FROM employees", "integrator_enabled": True,
+        })  # fmt: skip
+    enable(halo, "SqlImport")
+    config = write_config(tmp_path / "cfg", db_url, {"SqlImport": {"Clients": True}})
+
+    report = run(config)
+
+    assert report.entities == []
+    assert report.skipped == [("SqlImport/Clients", "SQL import 'HR': unknown target table 'Clients'")]
+    assert report.exit_code == 0
+    with halo.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(area)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(run_table)).scalar() == 0
 
 
 def test_unknown_integration_is_a_usage_error(halo, db_url, tmp_path):
