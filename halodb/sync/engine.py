@@ -209,8 +209,10 @@ class SyncEngine:
         if report.complete and entity.deactivate:
             self._deactivate(conn, entity, report, state)
         elif not report.complete:
-            log.info("%s: read incomplete (%s); nothing deactivated", entity.label, ctx.incomplete_reason)
-        if ctx.new_cursor is not None:
+            log.info("%s: read incomplete (%s); nothing missing is deactivated", entity.label, ctx.incomplete_reason)
+        held = ctx.removed and entity.deactivate and not self._deactivate_removed(conn, entity, report, ctx.removed)
+        if ctx.new_cursor is not None and not held:
+            # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
         self._commit(conn)
 
@@ -401,30 +403,51 @@ class SyncEngine:
     # -- deactivation --------------------------------------------------------------------------
 
     def _deactivate(self, conn: Connection, entity: Entity, report: EntityReport, state: RunState) -> None:
-        repo, scope, limits = entity.repository, entity.scope, self.limits
+        """Records missing from a complete read: deactivated once missing from N complete runs."""
         absent = state.lookup.unseen()
         if absent is None:
-            absent = links.missing(conn, scope, report.run_id, state.seen)
-        missing = len(absent)
-        if not missing:
-            return
-        active = links.count_active(conn, scope)
-        percent = 100.0 * missing / active if active else 100.0
-        if not self.confirm_deactivations and (missing > limits.max_deactivations or percent > limits.max_deactivation_percent):
-            # A source that suddenly shrinks is far more often broken than right: hold every
-            # deactivation back and make a person look, instead of emptying Halo.
-            report.held_back = missing
-            report.status = "held-back"
-            report.error = (
-                f"{missing} of {active} {entity.name.lower()} ({percent:.0f}%) are missing from the source; "
-                f"deactivation held back (limits: {limits.max_deactivations} records or "
-                f"{limits.max_deactivation_percent:g}%). Check the source, then run "
-                f"'halodb run --integration {entity.integration} --confirm-deactivations'"
-            )
-            log.warning("%s: %s", entity.label, report.error)
+            absent = links.missing(conn, entity.scope, report.run_id, state.seen)
+        if not absent or not self._within_limits(conn, entity, report, len(absent), "are missing from the source"):
             return
         links.bump_missed(conn, [a.id for a in absent])
-        due = [a for a in absent if a.missed_runs + 1 >= limits.deactivate_after_missed_runs]
+        self._close(conn, entity, report, [a for a in absent if a.missed_runs + 1 >= self.limits.deactivate_after_missed_runs])
+
+    def _deactivate_removed(self, conn: Connection, entity: Entity, report: EntityReport, keys: list[str]) -> bool:
+        """Records the source reports removed (``ReadContext.mark_removed``): deactivated now, within
+        the same limits, if this scope linked them. False when the limits held them back."""
+        gone = [found for found in links.lookup(conn, entity.scope, keys).values() if not found.deactivated]
+        if not gone:
+            return True
+        if not self._within_limits(conn, entity, report, len(gone), "are reported removed by the source"):
+            return False
+        self._close(conn, entity, report, gone)
+        return True
+
+    def _within_limits(self, conn: Connection, entity: Entity, report: EntityReport, count: int, what: str) -> bool:
+        """Whether ``count`` deactivations are within the limits (or confirmed); if not, the report
+        says they were held back and how to let them through."""
+        limits = self.limits
+        active = links.count_active(conn, entity.scope)
+        percent = 100.0 * count / active if active else 100.0
+        if self.confirm_deactivations or (count <= limits.max_deactivations and percent <= limits.max_deactivation_percent):
+            return True
+        # A source that suddenly shrinks is far more often broken than right: hold every
+        # deactivation back and make a person look, instead of emptying Halo.
+        report.held_back += count
+        report.status = "held-back"
+        report.error = (
+            f"{count} of {active} {entity.name.lower()} ({percent:.0f}%) {what}; "
+            f"deactivation held back (limits: {limits.max_deactivations} records or "
+            f"{limits.max_deactivation_percent:g}%). Check the source, then run "
+            f"'halodb run --integration {entity.integration} --confirm-deactivations'"
+        )
+        log.warning("%s: %s", entity.label, report.error)
+        return False
+
+    def _close(self, conn: Connection, entity: Entity, report: EntityReport, due: list[links.Link]) -> None:
+        """Deactivate the Halo records of ``due`` links (locked ones are left alone), audited and
+        in the change set, and remember that halodb deactivated them."""
+        repo = entity.repository
         stored = repo.current(conn, [d.halo_id for d in due])
         wctx = WriteContext(self.agent_id, self.clock())
         to_close, done = [], []

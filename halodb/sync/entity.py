@@ -34,6 +34,7 @@ class ReadContext:
         self.cursor = cursor
         self.new_cursor: str | None = None
         self.incomplete_reason: str | None = None
+        self.removed: list[str] = []
         #: For a read that takes long before its first record (a spooled read): call it now and
         #: then so the run keeps its lease (``halodb.sync.spool``).
         self.heartbeat = heartbeat
@@ -41,6 +42,12 @@ class ReadContext:
     def mark_incomplete(self, reason: str) -> None:
         """This read did not see every record (a size limit, a partial delta): deactivate nothing."""
         self.incomplete_reason = reason
+
+    def mark_removed(self, keys: list[str]) -> None:
+        """Source keys the source itself reports gone (a delta's removals). The engine deactivates
+        their Halo records at once, within the deactivation limits, instead of waiting for them to
+        be missing from N complete reads."""
+        self.removed.extend(keys)
 
     def set_cursor(self, position: str) -> None:
         """Where the next run should resume; stored in the transaction of the last batch."""

@@ -15,16 +15,16 @@ email, then UPN (``login``; agents have none). The connection's ``user_matching_
 ``agent_matching_fields`` ("email,upn") can leave email or UPN out; the order never changes.
 
 Removed users. A delta entry marked ``@removed`` (and, when the connection imports enabled
-accounts only, a user whose account became disabled) is yielded as a source record carrying the
-user's stored Halo values with ``inactive`` (agents: ``isdisabled``) set, so the engine deactivates
-it through an ordinary update: attributed to the integrator agent, audited, in the change set.
-Graph itself says the user is gone, so the engine's N-consecutive-missed-runs rule is not needed;
-its limits are: more removals in one delta than ``Sync.MaxDeactivations`` or
-``Sync.MaxDeactivationPercent`` of the users this connection linked fails the entity with
-nothing deactivated, and the same delta is read again next run (until the limits are raised).
-Removals only happen when the connection has ``deactivate_users`` set, and only to Halo records
-this connection linked. On a full read, removed and (with ``accountenabled``) disabled accounts
-are simply not yielded: the engine's missing-record rules apply as for any complete read.
+accounts only, a user whose account became disabled) is reported to the engine as removed
+(``ReadContext.mark_removed``). Graph itself says the user is gone, so the engine deactivates
+the Halo record at once instead of waiting for N missed runs, but within the same limits as any
+deactivation (``Sync.MaxDeactivations`` / ``Sync.MaxDeactivationPercent``, or
+``--confirm-deactivations``): beyond them nothing is deactivated, the run is held back, and the
+delta position is kept so the same removals come again next run. Removals only happen when the
+connection has ``deactivate_users`` set, and only to Halo records this connection linked; they
+are attributed to the integrator agent, audited, and in the change set. On a full read, removed
+and (with ``accountenabled``) disabled accounts are simply not yielded: the engine's
+missing-record rules apply as for any complete read.
 
 Sites and clients. A user's site comes from the connection's group mappings (``azureadmapping``,
 first mapping by ``sequenceid`` whose group - nested groups included - contains the user; members
@@ -62,10 +62,10 @@ from itertools import chain, islice
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from halodb.errors import IntegrationFailed
-from halodb.halo import REPOSITORIES, azure
+from halodb.halo import azure
 from halodb.halo.repository import normalise_key
 from halodb.integrations.azuread.graph import USER_FIELDS, DeltaExpired, GraphClient, GraphError
 from halodb.integrations.azuread.mapping import (
@@ -76,8 +76,6 @@ from halodb.integrations.azuread.mapping import (
     user_fields,
 )
 from halodb.integrations.base import connection_entity
-from halodb.state import links
-from halodb.state.scope import Scope
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
 from halodb.sync.spool import spooled
 
@@ -133,10 +131,7 @@ class AzureADIntegration:
                 out.append(
                     connection_entity(
                         self.name, row["id"], entity, label,
-                        read=_Reader(
-                            conn.engine, row, entity, secret=secret, problems=problems, placement=placement,
-                            limits=getattr(settings, "sync", None), label=label,
-                        ),
+                        read=_Reader(row, entity, secret=secret, problems=problems, placement=placement, label=label),
                         match_fields=matchers,
                         deactivate=bool(row["deactivate_users"]),
                         prepare_options={"default_site": placement.landing} if users else {},
@@ -281,18 +276,13 @@ def _place(conn: Connection, row: dict, site_maps: list[dict], tenants: dict[str
 class _Reader:
     """The ``read`` of one entity of one connection (see the module's docstring)."""
 
-    def __init__(self, engine: Engine, row: dict, entity: str, *, secret: str | None, problems: list[str],
-                 placement: _Placement, limits, label: str):  # fmt: skip
-        self.engine, self.row, self.entity, self.label = engine, row, entity, label
+    def __init__(self, row: dict, entity: str, *, secret: str | None, problems: list[str], placement: _Placement, label: str):
+        self.row, self.entity, self.label = row, entity, label
         self.users = entity == "Users"
-        self.repo = REPOSITORIES[entity]
-        self.scope = Scope(AzureADIntegration.name, str(row["id"]), entity)
         self._secret = secret
         self.problems = problems
         self.placement = placement
-        self.limits = limits
         self.only_enabled = bool(row["accountenabled"])
-        self.deactivate = bool(row["deactivate_users"])
 
     def __repr__(self) -> str:  # never the secret
         return f"<azuread reader {self.label}>"
@@ -335,36 +325,8 @@ class _Reader:
                 if site is None and not row["createunmatchedusers"]:
                     continue
                 yield SourceRecord(oid, user_fields(item, site))
-            if gone and self.deactivate:
-                yield from self._closures(gone)
-
-    def _closures(self, oids: list[str]) -> list[SourceRecord]:
-        """Records that deactivate the Halo records of users Graph reports removed or disabled.
-
-        Each carries the record's stored values with the inactive flag set, so the engine's update
-        changes exactly that one field. Only records this connection linked, and still active, are
-        touched; more than the engine's deactivation limits allow fails the read."""
-        repo = self.repo
-        inactive = repo.inactive_field
-        with self.engine.connect() as conn:
-            linked = {k: link for k, link in links.lookup(conn, self.scope, oids).items() if not link.deactivated}
-            stored = repo.current(conn, [link.halo_id for link in linked.values()])
-            due = {k: stored[link.halo_id] for k, link in linked.items() if link.halo_id in stored and not stored[link.halo_id].get(inactive)}
-            active = links.count_active(conn, self.scope) if due else 0
-        self._check_limits(len(due), active)
-        return [SourceRecord(oid, {**{k: current.get(k) for k in repo.writable}, inactive: True}) for oid, current in due.items()]
-
-    def _check_limits(self, count: int, active: int) -> None:
-        if not count or self.limits is None:
-            return
-        percent = 100.0 * count / active if active else 100.0
-        most, most_percent = self.limits.max_deactivations, self.limits.max_deactivation_percent
-        if count > most or percent > most_percent:
-            raise IntegrationFailed(
-                f"Graph reports {count} {self.entity.lower()} removed or disabled ({percent:.0f} % of {active}), more than "
-                f"Sync.MaxDeactivations ({most}) or Sync.MaxDeactivationPercent ({most_percent:g}) allow; nothing was "
-                "deactivated and the same changes are read again next run",
-                hint="raise the limits in appsettings.json if the removals are real")
+            if gone:
+                ctx.mark_removed(gone)  # the engine deactivates them if the connection says so
 
 
 _END = object()

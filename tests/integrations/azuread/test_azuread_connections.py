@@ -257,17 +257,37 @@ def test_removals_beyond_the_limits_are_held_until_the_limits_allow(halo, db_url
 
     held = by_entity(run(write_config(tmp_path, db_url, MaxDeactivations=1)))
 
-    assert held.status == "failed" and "Graph reports 2 users removed" in held.error
-    assert "Sync.MaxDeactivations (1)" in held.error
+    # The engine's own limits and message: the removals are held, the rest of the delta is written.
+    assert (held.status, held.held_back, held.deactivated, held.updated) == ("held-back", 2, 0, 1)
+    assert "2 of " in held.error and "are reported removed by the source" in held.error
+    assert "--confirm-deactivations" in held.error
     assert not any(halo_users(halo)[oid]["inactive"] for oid in gone)
-    assert stored_cursor(halo, row_id) == cursor  # the same delta is read again
+    assert halo_users(halo)[tenant.people[-1]["id"]]["title"] == "Still here"
+    assert stored_cursor(halo, row_id) == cursor  # the same delta, removals included, is read again
 
     allowed = by_entity(run(write_config(tmp_path, db_url, MaxDeactivations=2)))
 
-    assert (allowed.status, allowed.updated) == ("ok", 3), allowed.error  # two removals, one title
+    assert (allowed.status, allowed.deactivated, allowed.updated) == ("ok", 2, 0), allowed.error
     assert all(halo_users(halo)[oid]["inactive"] for oid in gone)
-    assert halo_users(halo)[tenant.people[-1]["id"]]["title"] == "Still here"
+    assert {(c.action, c.field) for c in allowed.changes} == {("deactivate", "inactive")}
     assert stored_cursor(halo, row_id) != cursor
+
+
+def test_confirm_deactivations_lets_held_removals_through(halo, db_url, tmp_path, tenant, fake_graph):
+    # The held-back message tells the administrator to run with --confirm-deactivations; that must
+    # work for Graph's removals as it does for records missing from a full read.
+    tenant.connect(deactivate_users=True)
+    config = write_config(tmp_path, db_url, MaxDeactivations=1)
+    assert by_entity(run(config)).created == N
+    gone = [p["id"] for p in tenant.people if p["accountEnabled"]][:2]
+    for oid in gone:
+        fake_graph.remove(oid)
+    assert by_entity(run(config)).status == "held-back"
+
+    confirmed = by_entity(run(config, confirm_deactivations=True))
+
+    assert (confirmed.status, confirmed.deactivated) == ("ok", 2), confirmed.error
+    assert all(halo_users(halo)[oid]["inactive"] for oid in gone)
 
 
 def test_removal_of_a_user_this_connection_never_linked_is_ignored(halo, db_url, tmp_path, tenant, fake_graph):

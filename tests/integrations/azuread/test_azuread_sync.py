@@ -165,7 +165,7 @@ def test_full_sync_then_delta_updates_exactly_the_changed(halo, db_url, tmp_path
     assert (third.fetched, third.created, third.updated) == (0, 0, 0)
 
 
-def test_removed_users_are_deactivated_through_an_audited_update(halo, db_url, tmp_path, tenant, fake_graph):
+def test_removed_users_are_deactivated_audited_and_in_the_change_set(halo, db_url, tmp_path, tenant, fake_graph):
     tenant.connect(deactivate_users=True)
     config = write_config(tmp_path, db_url)
     assert by_entity(run(config)).created == N
@@ -175,11 +175,11 @@ def test_removed_users_are_deactivated_through_an_audited_update(halo, db_url, t
 
     result = by_entity(run(config))
 
-    assert (result.status, result.created, result.updated) == ("ok", 0, 2), result.error
+    assert (result.status, result.created, result.updated, result.deactivated) == ("ok", 0, 0, 2), result.error
     people = halo_users(halo)
     assert all(people[oid]["inactive"] for oid in gone)
     assert sum(1 for p in people.values() if p["inactive"]) == sum(1 for p in tenant.people if not p["accountEnabled"]) + 2
-    assert {(c.field, c.old, c.new) for c in result.changes} == {("inactive", False, True)}
+    assert {(c.action, c.field, c.old, c.new) for c in result.changes} == {("deactivate", "inactive", False, True)}
     with halo.connect() as conn:
         rows = conn.execute(select(audit.c.id1, audit.c.value, audit.c.agent_id).where(audit.c.table_name == "USERS")).all()
     assert sorted(r.id1 for r in rows) == sorted(people[oid]["id"] for oid in gone)
@@ -195,7 +195,7 @@ def test_removed_users_kept_when_the_connection_does_not_deactivate(halo, db_url
 
     result = by_entity(run(config))
 
-    assert (result.status, result.updated) == ("ok", 0)
+    assert (result.status, result.updated, result.deactivated) == ("ok", 0, 0)
     assert halo_users(halo)[oid]["inactive"] is False
 
 
@@ -210,7 +210,7 @@ def test_import_only_enabled_accounts(halo, db_url, tmp_path, tenant, fake_graph
 
     fake_graph.update(enabled[0]["id"], accountEnabled=False)
     result = by_entity(run(config))
-    assert (result.created, result.updated) == (0, 1)
+    assert (result.created, result.updated, result.deactivated) == (0, 0, 1)
     assert halo_users(halo)[enabled[0]["id"]]["inactive"] is True
 
 
@@ -418,7 +418,7 @@ def test_cli_dry_run_shows_changes_and_writes_nothing(halo, db_url, tmp_path, te
 
     assert result.exit_code == 0, result.output
     users_report = next(e for e in json.loads(result.output)["entities"] if e["entity"] == "Users")
-    assert (users_report["updated"], users_report["created"]) == (2, 0)  # the title, the removal
+    assert (users_report["updated"], users_report["deactivated"], users_report["created"]) == (1, 1, 0)  # the title, the removal
     assert halo_tables(halo) == before
     assert stored_cursor(halo, row_id) == cursor
 
