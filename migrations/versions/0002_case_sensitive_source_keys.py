@@ -1,10 +1,12 @@
 """Source keys compare exactly on SQL Server, as they do on PostgreSQL and SQLite.
 
 Halo databases use a case-insensitive default collation, so on SQL Server the source keys of the
-link, quarantine and change tables inherited it: "ABC" and "abc" from a spreadsheet or SQL import were one key
-there (a unique-constraint failure on the second, or one link looked up for both) and two keys
-everywhere else. A binary collation makes every backend agree. The unique constraints that cover
-the column are dropped and re-created around the change, as SQL Server requires.
+link, quarantine and change tables inherited it. Spreadsheet and SQL imports normalise their keys
+(trimmed, lower case) before they get here, but keys other sources hand over as they are (Azure
+object ids today, whatever a later integration brings) would be one key on SQL Server and two
+everywhere else, and the engine's in-memory lookups compare exactly. A binary collation makes
+every backend agree. The unique constraints that cover the column are dropped and re-created
+around the change, as SQL Server requires.
 
 Revision ID: 0002
 Revises: 0001
