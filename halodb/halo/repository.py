@@ -29,20 +29,12 @@ from sqlalchemy.engine import Connection
 
 from halodb import bulk
 from halodb.halo import output_into
+from halodb.halo.triggers import tables_with_triggers_cached
 from halodb.errors import RecordError
 from halodb.halo import audit
 
 # SQL Server refuses more than 2,100 parameters in one request; IN lists stay well under it.
 IN_LIST_LIMIT = 2000
-
-
-def tables_with_triggers_cached(conn: Connection) -> set[str]:
-    """The Halo tables halodb writes that have triggers, asked once per database connection."""
-    if "halodb_triggers" not in conn.info:
-        from halodb.halo.triggers import WRITTEN_TABLES, tables_with_triggers  # triggers imports the schema
-
-        conn.info["halodb_triggers"] = tables_with_triggers(conn, WRITTEN_TABLES)
-    return conn.info["halodb_triggers"]
 
 
 def keyed(*columns) -> list:

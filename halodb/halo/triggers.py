@@ -86,3 +86,11 @@ def tables_with_triggers(conn: Connection, tables: Iterable[str]) -> set[str]:
         raise NotImplementedError(f"trigger detection is not implemented for {conn.dialect.name}")
     found = conn.execute(query(sorted(wanted))).scalars()
     return {wanted[name.lower()] for name in found if name.lower() in wanted}
+
+
+def tables_with_triggers_cached(conn: Connection) -> set[str]:
+    """The Halo tables halodb writes that have triggers, asked once per database connection
+    (an insert on SQL Server checks it for every batch)."""
+    if "halodb_triggers" not in conn.info:
+        conn.info["halodb_triggers"] = tables_with_triggers(conn, WRITTEN_TABLES)
+    return conn.info["halodb_triggers"]

@@ -123,3 +123,12 @@ def test_rows_written_without_ids_fetch_nothing_back_even_one_at_a_time():
     keys = ["table_name", "id1", "value", "from_value", "to_value", "date", "agent_id"]
     assert "OUTPUT" in str(insert(audit).compile(dialect=mssql.dialect(), column_keys=keys))  # the trap
     assert "OUTPUT" not in str(insert_statement(audit).compile(dialect=mssql.dialect(), column_keys=keys))
+
+
+def test_every_table_a_repository_writes_is_asked_about_triggers():
+    # Trigger detection asks about WRITTEN_TABLES only; a repository over a table missing there
+    # would insert with a plain OUTPUT on SQL Server and fail with error 334 if it had a trigger.
+    from halodb.halo import REPOSITORIES
+    from halodb.halo.triggers import WRITTEN_TABLES
+
+    assert {repo.table.name for repo in REPOSITORIES.values()} <= set(WRITTEN_TABLES)
