@@ -1,4 +1,10 @@
-"""The change set: per run, per record, per field, old -> new. ``--dry-run`` fills it and rolls back."""
+"""The change set: per run, per record, per field, old -> new. ``--dry-run`` fills it and rolls back.
+
+Updates, deactivations, reactivations and adoptions are rows of ``halodb_change``. Creates are
+not: each new record's link says which run created it (``created_run``, migration 0004), and
+``of_run`` lists them from there. A change row per create repeated the whole new Halo row, one
+row per record of a first load, in the customer's database.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from halodb import bulk
-from halodb.state.tables import change
+from halodb.state.tables import change, link, run
 
 _MAX = 4000
 
@@ -36,6 +42,11 @@ def _text(value: Any) -> str | None:
     return text if len(text) <= _MAX else text[:_MAX]
 
 
+def summary(row: dict) -> str:
+    """How a run report shows a record it creates: its non-empty values, by field name."""
+    return ", ".join([f"{k}={v}" for k, v in row.items() if v is not None and v != "" and v is not False])[:_MAX]
+
+
 def write(conn: Connection, run_id: int, changes: Sequence[Change]) -> None:
     """Store one batch of changes."""
     if changes:
@@ -46,6 +57,14 @@ def write(conn: Connection, run_id: int, changes: Sequence[Change]) -> None:
 
 
 def of_run(conn: Connection, run_id: int) -> list[Change]:
-    """The change set of one entity run."""
+    """The change set of one entity run: its creates (from the links it created, in order), then
+    its change rows. A create lists no values; the Halo record holds them."""
+    created = (
+        select(run.c.halo_table, link.c.halo_id, link.c.source_key)
+        .join_from(link, run, run.c.id == link.c.created_run)
+        .where(link.c.created_run == run_id)
+        .order_by(link.c.id)
+    )
+    creates = [Change("create", table, halo_id, key) for table, halo_id, key in conn.execute(created)]
     rows = conn.execute(select(change).where(change.c.run_id == run_id).order_by(change.c.id)).mappings()
-    return [Change(r["action"], r["halo_table"], r["halo_id"], r["source_key"], r["field"], r["old_value"], r["new_value"]) for r in rows]
+    return creates + [Change(r["action"], r["halo_table"], r["halo_id"], r["source_key"], r["field"], r["old_value"], r["new_value"]) for r in rows]

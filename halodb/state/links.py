@@ -140,10 +140,14 @@ def linked_halo_ids(conn: Connection, scope: Scope) -> set[int]:
     return set(conn.execute(select(link.c.halo_id).where(scope.where(link))).scalars())
 
 
-def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], run_id: int) -> None:
-    """New links from (source key, Halo id, row hash)."""
+def add(conn: Connection, scope: Scope, rows: Sequence[tuple[str, int, str]], run_id: int, *, created: bool = False) -> None:
+    """New links from (source key, Halo id, row hash); ``created``: the run created their Halo
+    records (rather than adopting them), which is how the change set knows of the creates."""
     if rows:
-        fixed = {**scope.values(), "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False}
+        fixed = {
+            **scope.values(), "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False,
+            "created_run": run_id if created else None,
+        }  # fmt: skip
         head = tuple(fixed.values())
         bulk.insert_values(conn, link, [*fixed, "source_key", "halo_id", "row_hash"], [(*head, *row) for row in rows])
 

@@ -16,10 +16,13 @@ from halodb.state.tables import run
 COUNTERS = ("fetched", "created", "updated", "unchanged", "deactivated", "held_back", "quarantined")
 
 
-def start(conn: Connection, instance: str, scope: Scope, now: dt.datetime, *, dry_run: bool) -> int:
-    """Record that an entity run started; return its id (the run id links and changes carry)."""
+def start(conn: Connection, instance: str, scope: Scope, now: dt.datetime, *, dry_run: bool, halo_table: str | None = None) -> int:
+    """Record that an entity run started; return its id (the run id links and changes carry).
+
+    ``halo_table`` names the Halo table the entity writes, as audit rows do ("USERS"): the
+    change set of the run lists its creates under it (``changes.of_run``)."""
     values = {
-        **scope.values(), "instance": instance, "started": now, "status": "running", "dry_run": dry_run,
+        **scope.values(), "instance": instance, "started": now, "status": "running", "dry_run": dry_run, "halo_table": halo_table,
         "host": socket.gethostname(), "pid": os.getpid(), **dict.fromkeys(COUNTERS, 0),
     }  # fmt: skip
     return conn.execute(insert(run).returning(run.c.id), values).scalar_one()

@@ -39,6 +39,7 @@ run = Table(
     Column("started", DateTime, nullable=False),
     Column("finished", DateTime),
     Column("status", Unicode(20), nullable=False),  # running, ok, failed, held-back, dry-run
+    Column("halo_table", Unicode(50)),  # the Halo table the entity writes, as audit rows name it (0004)
     Column("dry_run", Boolean, nullable=False, default=False),
     Column("fetched", Integer, nullable=False, default=0),
     Column("created", Integer, nullable=False, default=0),
@@ -69,6 +70,7 @@ link = Table(
     Column("last_seen_run", Integer, nullable=False),
     Column("missed_runs", Integer, nullable=False, default=0),
     Column("deactivated", Boolean, nullable=False, default=False),
+    Column("created_run", Integer),  # the run that created the Halo record; None if adopted (0004)
     UniqueConstraint("integration", "connection", "entity", "source_key"),  # every lookup (no other index: 0003)
 )
 

@@ -32,12 +32,12 @@ from halodb.errors import HalodbError, RecordError, TransientError
 from halodb.halo.repository import FieldChange, WriteContext
 from halodb.state import changes as change_log
 from halodb.state import cursors, links, quarantine, runs
-from halodb.state.changes import Change
+from halodb.state.changes import Change, summary
 from halodb.state.tables import quarantine as quarantine_table
 from halodb.sync.adoption import MatchIndex, still_matches
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
 from halodb.sync.prefetch import Prefetch
-from halodb.sync.report import EntityReport
+from halodb.sync.report import SHOWN, EntityReport
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class SyncEngine:
         started = time.monotonic()
         # The run row commits on its own, so `halodb status` sees a run while it is going.
         with self.engine.begin() as conn:
-            report.run_id = runs.start(conn, self.instance, entity.scope, self.clock(), dry_run=self.dry_run)
+            report.run_id = runs.start(conn, self.instance, entity.scope, self.clock(), dry_run=self.dry_run, halo_table=entity.repository.audit_name)
         try:
             with self.engine.connect() as conn:
                 try:
@@ -347,9 +347,11 @@ class SyncEngine:
         if new and entity.create:
             ids = repo.insert(conn, [row for _, row, _ in new], wctx)
             index.created(ids)
-            for (record, row, digest), halo_id in zip(new, ids):
-                new_links.append((record.key, halo_id, digest))
-                log_rows.append(Change("create", table, halo_id, record.key, None, None, _summary(row)))
+            # A create is recorded on its link (created_run), not in a change row that repeats
+            # the new Halo row (migration 0004); the report keeps the first few to show.
+            links.add(conn, scope, [(record.key, halo_id, digest) for (record, _, digest), halo_id in zip(new, ids)], report.run_id, created=True)
+            shown = new[: max(0, SHOWN - len(report.changes))]
+            report.add_changes([Change("create", table, halo_id, record.key, None, None, summary(row)) for (record, row, _), halo_id in zip(shown, ids)], len(ids))
             report.created += len(ids)
         elif new:
             report.skipped += len(new)
@@ -465,10 +467,6 @@ class SyncEngine:
         change_log.write(conn, report.run_id, log_rows)
         report.add_changes(log_rows)
         report.deactivated += len(to_close)
-
-
-def _summary(row: dict) -> str:
-    return ", ".join([f"{k}={v}" for k, v in row.items() if v is not None and v != "" and v is not False])[:4000]
 
 
 def one_line(err: BaseException) -> str:

@@ -37,11 +37,12 @@ class EntityReport:
     changes_total: int = 0
     quarantine: list[tuple[str, str]] = field(default_factory=list)
 
-    def add_changes(self, changes: list[Change]) -> None:
+    def add_changes(self, changes: list[Change], total: int | None = None) -> None:
+        """Count ``total`` changes (``len(changes)`` unless given), keeping the first few to show."""
         room = SHOWN - len(self.changes)
         if room > 0:
             self.changes.extend(changes[:room])
-        self.changes_total += len(changes)
+        self.changes_total += len(changes) if total is None else total
 
     def add_quarantine(self, items: list[tuple[str, str]]) -> None:
         room = SHOWN - len(self.quarantine)

@@ -15,8 +15,8 @@ def test_upgrade_reaches_the_head_on_each_backend(db_url):
     engine = create_engine(db_url)
     try:
         before, after = migrate.upgrade(engine)
-        assert (before, after) == (None, migrate.head()) and after == "0003"
-        assert migrate.upgrade(engine) == ("0003", "0003")  # again: nothing to do
+        assert (before, after) == (None, migrate.head()) and after == "0004"
+        assert migrate.upgrade(engine) == ("0004", "0004")  # again: nothing to do
         with engine.connect() as conn:
             indexes = {i["name"] for i in inspect(conn).get_indexes("halodb_link")}
         assert "ix_halodb_link_integration_connection_entity_halo_id" not in indexes
@@ -42,5 +42,23 @@ def test_source_keys_get_a_binary_collation_on_sql_server_only():
 def test_the_unread_link_index_is_dropped_on_every_backend():
     for url in (MSSQL, "postgresql+psycopg://u@h/db"):
         sql = migrate.offline_sql(url)
-        step = sql[sql.index("-- Running upgrade 0002 -> 0003") :]
+        step = sql[sql.index("-- Running upgrade 0002 -> 0003") : sql.index("-- Running upgrade 0003 -> 0004")]
         assert "DROP INDEX ix_halodb_link_integration_connection_entity_halo_id" in step, url
+
+
+def test_creates_are_recorded_on_links_by_two_nullable_columns(db_url):
+    """0004 adds the link's created_run and the run's halo_table; nullable, so the existing links
+    and runs of a live database need no rewrite (metadata only on SQL Server and PostgreSQL)."""
+    engine = create_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            link_cols = {c["name"]: c for c in inspect(conn).get_columns("halodb_link")}
+            run_cols = {c["name"]: c for c in inspect(conn).get_columns("halodb_run")}
+        assert link_cols["created_run"]["nullable"] and run_cols["halo_table"]["nullable"]
+    finally:
+        engine.dispose()
+    sql = migrate.offline_sql(MSSQL)
+    step = sql[sql.index("-- Running upgrade 0003 -> 0004") :]
+    assert "ALTER TABLE halodb_link ADD created_run INTEGER NULL" in step
+    assert "ALTER TABLE halodb_run ADD halo_table NVARCHAR(50) NULL" in step

@@ -17,7 +17,7 @@ from halodb.halo.schema import audit, site, users
 from halodb.halo.users import UserRepository
 from halodb.state import changes as change_log
 from halodb.state import cursors, quarantine
-from halodb.state.tables import link, run
+from halodb.state.tables import change, link, run
 from halodb.sync.engine import Limits, SyncEngine
 from halodb.sync.entity import SourceRecord
 from halodb.halo.repository import keyed
@@ -96,6 +96,12 @@ def test_first_load_creates_and_second_run_writes_nothing(halo):
     assert u0["lastupdate"] == clock.now and u0["datecreated"] == clock.now
     assert len(links(halo)) == 5
     assert [c.action for c in changes_of(halo, first)] == ["create"] * 5
+    assert [(c.halo_table, c.halo_id, c.source_key) for c in changes_of(halo, first)] == [
+        ("USERS", links(halo)[f"u{i}"]["halo_id"], f"u{i}") for i in range(5)
+    ]
+    # The creates are read from the links the run created (created_run), not from change rows.
+    assert count(halo, change) == 0
+    assert {lk["created_run"] for lk in links(halo).values()} == {first.run_id}
     audits = count(halo, audit)
 
     clock.advance()
@@ -157,6 +163,8 @@ def test_existing_halo_user_with_same_email_is_adopted(halo):
         row = conn.execute(select(*keyed(*users.c)).where(users.c.id == existing)).mappings().one()
     assert (row["name"], row["emailaddress"]) == ("First0 Last0", "USER0@Contoso.Example")
     assert "adopt" in [c.action for c in changes_of(halo, report)]
+    assert "create" not in [c.action for c in changes_of(halo, report)]
+    assert links(halo)["u0"]["created_run"] is None  # adopted, not created
 
 
 def test_halo_user_with_padded_mixed_case_email_is_adopted(halo):
