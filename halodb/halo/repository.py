@@ -234,13 +234,15 @@ class Repository:
         if not rows:
             return []
         stamp = self._stamp({}, ctx, created=True)
-        keys = sorted({k for r in rows for k in r}.union(stamp))
+        present = {k for r in rows for k in r}
+        given = present.difference(stamp)
         # One statement needs one shape: a key some rows lack gets the column's default, never
         # an explicit NULL that a NOT NULL flag would refuse.
-        defaults = {k: _scalar_default(self.table.c[k]) for k in keys}
-        params = [{**defaults, **r, **stamp} for r in rows]
+        defaults = {k: _scalar_default(self.table.c[k]) for k in given}
         if conn.dialect.name == "postgresql":
-            return self._insert_by_copy(conn, keys, params)
+            return self._insert_by_copy(conn, sorted(given), defaults, stamp, rows, present.isdisjoint(stamp))
+        keys = sorted(given.union(stamp))
+        params = [{**defaults, **r, **stamp} for r in rows]
         if conn.dialect.name == "mssql" and self.table.name in tables_with_triggers_cached(conn):
             return self._insert_output_into(conn, keys, params)
         # SQL Server: INSERT … OUTPUT inserted.id in pages under the 2,100-parameter limit, the
@@ -259,22 +261,40 @@ class Repository:
             ids.extend(new)
         return ids
 
-    def _insert_by_copy(self, conn: Connection, keys: list[str], params: list[dict]) -> list[int]:
+    def _insert_by_copy(
+        self, conn: Connection, keys: list[str], defaults: dict, stamp: dict, rows: Sequence[Mapping[str, Any]], unstamped: bool
+    ) -> list[int]:
         """PostgreSQL: take the ids from the table's sequence first, then COPY rows that carry them.
 
         Each row's id is known before it is written, so nothing has to be read back or sorted, and
-        the rows stream in one COPY instead of pages of multi-row INSERT … RETURNING."""
-        id_col = self.table.c.id
-        sequence = func.pg_get_serial_sequence(self.table.fullname, id_col.name)
-        series = func.generate_series(1, len(params)).table_valued("n")
-        ids = list(conn.execute(select(func.nextval(sequence)).select_from(series)).scalars())
-        if len(keys) > 1:
-            pick = itemgetter(*keys)  # the row's values as a tuple in ``keys`` order, in C
-            values = [(i, *pick(p)) for i, p in zip(ids, params)]
-        else:
-            values = [(i, p[keys[0]]) for i, p in zip(ids, params)]
-        bulk.copy_values(conn, self.table, ["id", *keys], values)
+        the rows stream in one COPY instead of pages of multi-row INSERT … RETURNING. The values
+        go straight from each row to its tuple; only a row that lacks some key (or carries a
+        stamped one) is completed with the defaults first."""
+        ids = self._take_ids(conn, len(rows))
+        pick = itemgetter(*keys) if len(keys) > 1 else (lambda row: (row[keys[0]],))
+        tail, width = tuple(stamp.values()), len(keys)
+        values = [
+            (i, *pick(r if unstamped and len(r) == width else {**defaults, **r}), *tail)
+            for i, r in zip(ids, rows)
+        ]  # fmt: skip
+        bulk.copy_values(conn, self.table, ["id", *keys, *stamp], values)
         return ids
+
+    def _take_ids(self, conn: Connection, count: int) -> list[int]:
+        """``count`` new ids from the table's sequence (PostgreSQL).
+
+        The sequence's name is looked up once per database connection: with the lookup inside the
+        statement, PostgreSQL resolved it again for every id, 0.3 s of a 100,000-row first load
+        against 0.04 s. The driver's rows are taken as they are, without SQLAlchemy's row objects."""
+        sequences = conn.info.setdefault("halodb_sequences", {})
+        name = sequences.get(self.table.name)
+        if name is None:
+            name = conn.execute(select(func.pg_get_serial_sequence(self.table.fullname, self.table.c.id.name))).scalar_one()
+            sequences[self.table.name] = name
+        result = conn.exec_driver_sql("SELECT nextval(%(seq)s::regclass) FROM generate_series(1, %(n)s)", {"seq": name, "n": count})
+        rows = result.cursor.fetchall()
+        result.close()
+        return [row[0] for row in rows]
 
     def update(
         self, conn: Connection, changes: Sequence[tuple[int, Sequence[FieldChange]]], ctx: WriteContext

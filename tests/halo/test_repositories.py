@@ -212,6 +212,29 @@ def test_set_inactive_never_deletes(halo):
     assert sorted(audits) == sorted(("USERS", i, "inactive", "False", "True", 2) for i in ids[:2])
 
 
+def test_insert_fills_what_a_row_lacks_with_the_default_and_always_stamps(halo):
+    """Rows of one batch may carry different fields: a missing one gets the column's default
+    (never an explicit NULL), a stamp field a row carries is overwritten by the batch's stamp,
+    and the ids come back in row order."""
+    client_id, site_id = add_client_with_site(halo)
+    rows = [
+        {"name": "Full", "site_id": site_id, "client_id": client_id, "title": "CEO", "isserviceaccount": True},
+        {"name": "No title", "site_id": site_id, "client_id": client_id, "isserviceaccount": False},
+        {"name": "No flag", "site_id": site_id, "client_id": client_id, "title": "CFO"},
+    ]
+    with halo.begin() as conn:
+        ids = users_repo.insert(conn, rows, CTX)
+        # The second row lacks title and carries lastupdate: as many keys as the batch has fields.
+        stamped = users_repo.insert(conn, [
+            {"name": "Titled", "site_id": site_id, "client_id": client_id, "title": "CTO"},
+            {"name": "Stamped", "site_id": site_id, "client_id": client_id, "lastupdate": dt.datetime(2001, 1, 1)},
+        ], CTX)  # fmt: skip
+    with halo.connect() as conn:
+        got = {r.id: r[1:] for r in conn.execute(select(users.c.id, users.c.name, users.c.title, users.c.isserviceaccount, users.c.lastupdate, users.c.datecreated))}
+    assert [got[i] for i in ids] == [("Full", "CEO", True, NOW, NOW), ("No title", None, False, NOW, NOW), ("No flag", "CFO", False, NOW, NOW)]
+    assert [got[i] for i in stamped] == [("Titled", "CTO", False, NOW, NOW), ("Stamped", None, False, NOW, NOW)]
+
+
 # -- assets ------------------------------------------------------------------------------------
 
 
