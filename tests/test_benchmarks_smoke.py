@@ -55,9 +55,11 @@ def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(back
     assert by_w["W4"]["halodb"]["created"] == 2 * N
     if backend == "postgresql" and bench.dlt_available():
         assert by_w["W1"]["dlt"]["written"] == N
+    assert by_w["W1"]["source"]["read"] == N
     report = bench.render(results, N, None, None, bench.dt.datetime.now(bench.dt.timezone.utc))
     assert "| W2 re-sync" not in report or "Halo rows written 0" in report
     assert "What changes on SQL Server" in report
+    assert f"- {backend}: reading the source alone takes " in report
 
 
 def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_time(tmp_path):
@@ -90,3 +92,19 @@ def test_repeat_must_be_an_odd_count_of_at_least_one(value, capsys):
     assert "--repeat" in capsys.readouterr().err
     with pytest.raises(ValueError, match="odd number"):
         bench.run_all(N, ["sqlite"], ["W1"], log=lambda *a: None, repeat=int(value) if value != "x" else 2)
+
+
+def test_the_source_lines_do_the_arithmetic_of_the_two_targets():
+    """S = 0.6, L = 1.0, W1 = 2.6, W2 = 0.9: both targets together need W2 <= 0.625 s; beyond the
+    read, W1 costs 2.0 s and W2 0.3 s (15 %)."""
+    by_w = {
+        "W1": {"source": {"seconds": 0.6}, "limit": {"seconds": 1.0}, "halodb": {"seconds": 2.6}},
+        "W2": {"halodb": {"seconds": 0.9}},
+    }
+    assert bench.source_lines("postgresql", by_w) == [
+        "- postgresql: reading the source alone takes 0.60 s: 60 % of the limit (1.00 s) and 23 % of halodb's W1.",
+        "- postgresql: both targets together (W1 ≤ 2.5 × limit, W2 ≤ 25 % of W1) need W2 ≤ 0.625 × limit = 0.62 s, "
+        "for any engine. The read alone is 0.60 s of that; halodb's W2 is 0.90 s.",
+        "- postgresql: halodb's own time beyond the read: W1 2.00 s, W2 0.30 s (15 % of W1's); the limit's own 0.40 s.",
+    ]
+    assert bench.source_lines("postgresql", {"W1": {"halodb": {"seconds": 2.6}}}) == []  # no source measured: nothing claimed
