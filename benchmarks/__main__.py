@@ -321,7 +321,10 @@ and batch sizes do, and this is where they differ from the PostgreSQL run above:
   `OUTPUT … INTO @ids` (`halodb/halo/output_into.py`).
 - **Rows that need no ids back** (links, change rows, audit rows, updates) go as one
   `fast_executemany` per statement and batch. pyodbc binds them as parameter arrays in one round trip;
-  that is what stands in for `COPY`.
+  that is what stands in for `COPY`. A new record writes no change row of its own on either backend:
+  its link carries the run that created it (migration 0004), one statement per batch fewer.
+- **New ids on PostgreSQL** come from the table's sequence, its name looked up once per connection.
+  SQL Server has nothing to look up: the identity values come back from the `INSERT` itself.
 - **Device numbering** reads `max(devnum)` `WITH (UPDLOCK, HOLDLOCK)`, so a device added in Halo
   meanwhile waits for halodb's transaction instead of taking the same number.
 - **Statistics**: SQL Server refreshes them itself before it compiles a plan on a table that has
