@@ -283,15 +283,13 @@ class Repository:
     def _take_ids(self, conn: Connection, count: int) -> list[int]:
         """``count`` new ids from the table's sequence (PostgreSQL).
 
-        The sequence's name is looked up once per database connection: with the lookup inside the
-        statement, PostgreSQL resolved it again for every id, 0.3 s of a 100,000-row first load
-        against 0.04 s. The driver's rows are taken as they are, without SQLAlchemy's row objects."""
-        sequences = conn.info.setdefault("halodb_sequences", {})
-        name = sequences.get(self.table.name)
-        if name is None:
-            name = conn.execute(select(func.pg_get_serial_sequence(self.table.fullname, self.table.c.id.name))).scalar_one()
-            sequences[self.table.name] = name
-        result = conn.exec_driver_sql("SELECT nextval(%(seq)s::regclass) FROM generate_series(1, %(n)s)", {"seq": name, "n": count})
+        The sequence's name is an uncorrelated subquery, resolved once per statement: written as a
+        plain argument, PostgreSQL resolved it again for every id (0.3 s of a 100,000-row first
+        load against 0.04 s). The driver's rows are taken as they are, without SQLAlchemy's."""
+        result = conn.exec_driver_sql(
+            "SELECT nextval((SELECT pg_get_serial_sequence(%(table)s, %(column)s)::regclass)) FROM generate_series(1, %(n)s)",
+            {"table": self.table.fullname, "column": self.table.c.id.name, "n": count},
+        )
         rows = result.cursor.fetchall()
         result.close()
         return [row[0] for row in rows]

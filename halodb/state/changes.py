@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Unicode, insert, literal, select
 from sqlalchemy.engine import Connection
 
 from halodb import bulk
@@ -56,9 +56,21 @@ def write(conn: Connection, run_id: int, changes: Sequence[Change]) -> None:
         )  # fmt: skip
 
 
+def keep_creates(conn: Connection, link_ids: Sequence[int]) -> None:
+    """Before the links ``link_ids`` are dropped, the creates they record become change rows of
+    the runs that made them, so a run's change set still lists them (``links.forget``)."""
+    source = (
+        select(link.c.created_run, literal("create", Unicode(20)), run.c.halo_table, link.c.halo_id, link.c.source_key)
+        .join_from(link, run, run.c.id == link.c.created_run)
+        .where(link.c.id.in_(link_ids), run.c.halo_table.is_not(None))
+    )
+    conn.execute(insert(change).from_select(["run_id", "action", "halo_table", "halo_id", "source_key"], source))
+
+
 def of_run(conn: Connection, run_id: int) -> list[Change]:
     """The change set of one entity run: its creates (from the links it created, in order), then
-    its change rows. A create lists no values; the Halo record holds them."""
+    its change rows. A create lists no values; the Halo record holds them. (``created_run`` has no
+    index: a first load would pay for it, and only this reads by it.)"""
     created = (
         select(run.c.halo_table, link.c.halo_id, link.c.source_key)
         .join_from(link, run, run.c.id == link.c.created_run)

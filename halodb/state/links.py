@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from halodb import bulk
 from halodb.halo.repository import among, chunks
+from halodb.state import changes
 from halodb.state.scope import Scope
 from halodb.state.tables import link
 
@@ -217,8 +218,10 @@ def mark_deactivated(conn: Connection, link_ids: Sequence[int]) -> None:
 
 
 def forget(conn: Connection, link_ids: Sequence[int]) -> None:
-    """Drop links whose Halo record no longer exists (deleted outside halodb)."""
+    """Drop links whose Halo record no longer exists (deleted outside halodb). A create a link
+    records moves to the change rows of its run first, so that run's history keeps it."""
     for part in chunks(sorted(link_ids)):
+        changes.keep_creates(conn, part)
         conn.execute(delete(link).where(link.c.id.in_(part)))
 
 

@@ -342,6 +342,7 @@ class SyncEngine:
             else:
                 refreshed.append((link.id, digest))
 
+        created: list[tuple[tuple[SourceRecord, dict, str], int]] = []
         if forgotten:
             links.forget(conn, forgotten)
         if new and entity.create:
@@ -350,8 +351,7 @@ class SyncEngine:
             # A create is recorded on its link (created_run), not in a change row that repeats
             # the new Halo row (migration 0004); the report keeps the first few to show.
             links.add(conn, scope, [(record.key, halo_id, digest) for (record, _, digest), halo_id in zip(new, ids)], report.run_id, created=True)
-            shown = new[: max(0, SHOWN - len(report.changes))]
-            report.add_changes([Change("create", table, halo_id, record.key, None, None, summary(row)) for (record, row, _), halo_id in zip(shown, ids)], len(ids))
+            created = list(zip(new, ids))
             report.created += len(ids)
         elif new:
             report.skipped += len(new)
@@ -372,7 +372,11 @@ class SyncEngine:
             quarantine.release(conn, scope, released)
             waiting.difference_update(released)
         change_log.write(conn, report.run_id, log_rows)
+        # Updates and adoptions first: a dry run of a big batch must still show them.
         report.add_changes(log_rows)
+        if created:
+            shown = created[: max(0, SHOWN - len(report.changes))]
+            report.add_changes([Change("create", table, halo_id, record.key, None, None, summary(row)) for (record, row, _), halo_id in shown], len(created))
         report.fetched += len(batch)
 
     def _adopt(self, conn: Connection, index: MatchIndex, unlinked: list[tuple[SourceRecord, dict, str]]):

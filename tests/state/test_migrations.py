@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from sqlalchemy import create_engine, inspect
@@ -62,3 +63,33 @@ def test_creates_are_recorded_on_links_by_two_nullable_columns(db_url):
     step = sql[sql.index("-- Running upgrade 0003 -> 0004") :]
     assert "ALTER TABLE halodb_link ADD created_run INTEGER NULL" in step
     assert "ALTER TABLE halodb_run ADD halo_table NVARCHAR(50) NULL" in step
+
+
+def test_a_downgrade_from_0004_writes_the_creates_back_as_change_rows(db_url):
+    """Going back to 0003 must not lose which run created which record."""
+    from alembic import command
+    from sqlalchemy import insert, select
+
+    from halodb.state.tables import change, link, run
+
+    engine = create_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.begin() as conn:
+            run_id = conn.execute(insert(run).returning(run.c.id), {
+                "instance": "t", "integration": "I", "connection": "1", "entity": "Users", "started": dt.datetime(2026, 1, 1),
+                "status": "ok", "dry_run": False, "halo_table": "USERS",
+            }).scalar_one()  # fmt: skip
+            conn.execute(insert(link), [
+                {"integration": "I", "connection": "1", "entity": "Users", "source_key": key, "halo_id": halo_id, "row_hash": "h",
+                 "first_seen_run": run_id, "last_seen_run": run_id, "missed_runs": 0, "deactivated": False, "created_run": created}
+                for key, halo_id, created in [("a", 10, run_id), ("b", 11, None)]
+            ])  # fmt: skip
+        with engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0003")
+        with engine.connect() as conn:
+            rows = conn.execute(select(change.c.run_id, change.c.action, change.c.halo_table, change.c.halo_id, change.c.source_key)).all()
+        assert [tuple(r) for r in rows] == [(run_id, "create", "USERS", 10, "a")]  # "b" was adopted, not created
+        assert migrate.current(engine) == "0003"
+    finally:
+        engine.dispose()

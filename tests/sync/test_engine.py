@@ -423,6 +423,19 @@ def test_dry_run_reports_but_changes_nothing(halo):
     assert changes_of(halo, report) == []
 
 
+def test_a_dry_run_of_a_big_batch_shows_its_updates_before_its_creates(halo):
+    """The report keeps the first 200 changes; 300 new records must not crowd out the update."""
+    _, site_id = add_client_with_site(halo)
+    records = user_records(301, site_id)
+    engine(halo).run(users_entity(ListSource(records[:1])))
+    records[0] = with_fields(records[0], surname="Changed")
+    report = engine(halo, dry_run=True).run(users_entity(ListSource(records)))
+    assert (report.status, report.created, report.updated) == ("ok", 300, 1), report.error
+    assert report.changes_total == 302  # name and surname of u0, and 300 creates
+    assert sorted((c.action, c.field) for c in report.changes[:2]) == [("update", "name"), ("update", "surname")]
+    assert [c.action for c in report.changes[2:]] == ["create"] * 198
+
+
 def test_update_only_skips_new_records(halo):
     client_id, site_id = add_client_with_site(halo)
     existing = add_user(halo, name="Old", emailaddress="user0@contoso.example", site_id=site_id, client_id=client_id)
@@ -464,7 +477,7 @@ def test_record_deleted_outside_halodb_is_created_again(halo):
     _, site_id = add_client_with_site(halo)
     records = user_records(2, site_id)
     eng = engine(halo)
-    eng.run(users_entity(ListSource(records)))
+    first = eng.run(users_entity(ListSource(records)))
     old_id = halo_users(halo)["user0@contoso.example"]["id"]
     with halo.begin() as conn:
         conn.execute(delete(users).where(users.c.id == old_id))
@@ -475,6 +488,11 @@ def test_record_deleted_outside_halodb_is_created_again(halo):
     assert u0["id"] != old_id and u0["surname"] == "Back"
     assert links(halo)["u0"]["halo_id"] == u0["id"]
     assert count(halo, link) == 2
+    # Both runs still list what they created: the first run's create of u0 outlived its link.
+    assert sorted((c.action, c.halo_id, c.source_key) for c in changes_of(halo, first)) == [
+        ("create", old_id, "u0"), ("create", links(halo)["u1"]["halo_id"], "u1"),
+    ]  # fmt: skip
+    assert [(c.action, c.halo_id, c.source_key) for c in changes_of(halo, report)] == [("create", u0["id"], "u0")]
 
 
 def test_run_rows_match_the_reports(halo):
