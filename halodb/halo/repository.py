@@ -288,7 +288,8 @@ class Repository:
         load against 0.04 s). The driver's rows are taken as they are, without SQLAlchemy's."""
         result = conn.exec_driver_sql(
             "SELECT nextval((SELECT pg_get_serial_sequence(%(table)s, %(column)s)::regclass)) FROM generate_series(1, %(n)s)",
-            {"table": self.table.fullname, "column": self.table.c.id.name, "n": count},
+            # The table as SQL names it: pg_get_serial_sequence parses it like an identifier.
+            {"table": conn.dialect.identifier_preparer.format_table(self.table), "column": self.table.c.id.name, "n": count},
         )
         rows = result.cursor.fetchall()
         result.close()
