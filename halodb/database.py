@@ -36,12 +36,16 @@ PREFERRED_DRIVERS = ("ODBC Driver 18 for SQL Server", "ODBC Driver 17 for SQL Se
 # "database unavailable / busy / resource limit" family.
 TRANSIENT_MSSQL_ERRORS = {1205, 1222, 1204, 4060, 40613, 40197, 40501, 40540, 40143, 10928, 10929, 233, 64, 10053, 10054, 10060}
 TRANSIENT_SQLSTATES = {"08S01", "08001", "HYT00", "HYT01", "40001", "40P01", "55P03", "57P01"}
+# What a failed connection's message says, for the failures no retry can cure.
+_DRIVER_MISSING = r"\bIM002\b|data source name not found|no default driver specified"
+_DRIVER_BROKEN = r"can't open lib|file not found.*SQLDriverConnect"
+_UNTRUSTED = r"certificate|SSL Provider"
 # 08001 ("cannot connect") is mostly a server restarting or failing over - except when the TLS
 # handshake refused the certificate, which no retry fixes.
 #: Failures no retry can cure, whatever SQLSTATE they come with: an untrusted certificate, and a
 #: driver that is not installed or cannot load (unixODBC reports "Can't open lib" as 01000, which
 #: SQLAlchemy's pyodbc dialect counts as a disconnect).
-NEVER_TRANSIENT = re.compile(r"certificate|SSL Provider|can't open lib|\bIM002\b|data source name not found", re.I)
+NEVER_TRANSIENT = re.compile("|".join((_UNTRUSTED, _DRIVER_MISSING, _DRIVER_BROKEN)), re.I)
 # A Database.Driver that names a file (the driver library) rather than a registered driver name.
 _DRIVER_PATH = re.compile(r"[/\\]|\.(so(\.\d+)*|dll|dylib)$", re.I)
 
@@ -304,11 +308,11 @@ APPSETTINGS = ConnectSettings()
 # fields are a ConnectSettings' names.
 _CONNECT_ERRORS: list[tuple[re.Pattern, str]] = [
     (
-        re.compile(r"\bIM002\b|data source name not found|no default driver specified", re.I),
+        re.compile(_DRIVER_MISSING, re.I),
         "the ODBC driver {driver} is not installed{installed}: install 'ODBC Driver 18 for SQL Server' (msodbcsql18) or set {driver_setting}",
     ),
     (
-        re.compile(r"can't open lib|file not found.*SQLDriverConnect", re.I),
+        re.compile(_DRIVER_BROKEN, re.I),
         "the ODBC driver {driver} cannot be loaded (its library or a library it needs is missing): reinstall the driver or fix {driver_setting}",
     ),
     (
@@ -320,7 +324,7 @@ _CONNECT_ERRORS: list[tuple[re.Pattern, str]] = [
         "login failed: check {login_setting}",
     ),
     (
-        re.compile(r"certificate|SSL Provider", re.I),
+        re.compile(_UNTRUSTED, re.I),
         "the server's TLS certificate is not trusted: install a certificate the client trusts, or set {tls_setting}",
     ),
     (

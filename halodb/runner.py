@@ -57,14 +57,19 @@ def limits_from(settings) -> Limits:
     )
 
 
-def prepare_database(engine: Engine, integrations: list[str] | None = None) -> None:
-    """Reach the database, check Halo's schema (for ``integrations``; None: all), bring
-    halodb's own tables up to date."""
+def check_database(engine: Engine, integrations: list[str] | None = None) -> None:
+    """Reach the database and check Halo's schema (for ``integrations``; None: all), changing
+    nothing: what a read-only command needs."""
     connect_check(engine)
     missing = missing_schema(engine, integrations)
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise SchemaMismatch(f"the database lacks Halo tables/columns halodb needs: {shown}", hint="is this a Halo database of a supported version?")
+
+
+def prepare_database(engine: Engine, integrations: list[str] | None = None) -> None:
+    """``check_database``, then bring halodb's own tables up to date."""
+    check_database(engine, integrations)
     before, after = migrate.upgrade(engine)
     if before != after:
         log.info("halodb tables migrated from %s to %s", before or "nothing", after)

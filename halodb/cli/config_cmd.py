@@ -13,6 +13,7 @@ import click
 from halodb import config
 from halodb.cli.options import config_option
 
+
 @click.group()
 def config_group() -> None:
     """Create, show and edit appsettings.json."""

@@ -14,12 +14,11 @@ from halodb.cli import main
 from halodb.cli.options import config_option
 from halodb.cli.output import as_json, integrations_table, run_report, status_report, validation_report
 from halodb.config import DEFAULT_CONFIG_NAME, load_settings
-from halodb.database import connect_check, engine_from_settings
-from halodb.errors import SchemaMismatch
-from halodb.halo.preflight import missing_schema
+from halodb.database import engine_from_settings
 from halodb.status import status
 from halodb.sync.engine import utcnow
 from halodb.validate import Validation, integration_rows, validate
+
 
 @contextmanager
 def _progress(enabled: bool):
@@ -99,16 +98,6 @@ def validate_command(config_path, as_json_output) -> None:
     sys.exit(result.exit_code)
 
 
-def _check_database(engine, integrations: list[str]) -> None:
-    """Reach the database and check Halo's schema, as ``runner.prepare_database`` does, without
-    migrating halodb's tables (a schema change no read-only command should make)."""
-    connect_check(engine)
-    missing = missing_schema(engine, integrations)
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise SchemaMismatch(f"the database lacks Halo tables/columns halodb needs: {shown}", hint="is this a Halo database of a supported version?")
-
-
 @main.command("integrations")
 @config_option
 @click.option("--json", "as_json_output", is_flag=True, help="Print the table as JSON.")
@@ -118,7 +107,7 @@ def integrations_command(config_path, as_json_output) -> None:
     engine = engine_from_settings(settings)
     try:
         # Read-only: only Halo's control row is read, so halodb's own tables are not migrated.
-        _check_database(engine, runner.enabled_integrations(settings))
+        runner.check_database(engine, runner.enabled_integrations(settings))
         result = Validation(integrations=integration_rows(engine, settings))
     finally:
         engine.dispose()

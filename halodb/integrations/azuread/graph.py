@@ -431,7 +431,6 @@ class GraphClient:
                 if item.get("id"):
                     yield item["id"]
 
-
     def member_of(self, user_id: str) -> Iterator[str]:
         """Ids of the groups a user belongs to, directly or through nested groups."""
         path = f"/v1.0/users/{quote(user_id, safe='')}/transitiveMemberOf/microsoft.graph.group"
