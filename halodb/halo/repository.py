@@ -234,15 +234,13 @@ class Repository:
         if not rows:
             return []
         stamp = self._stamp({}, ctx, created=True)
-        present = {k for r in rows for k in r}
-        given = present.difference(stamp)
+        keys = sorted({k for r in rows for k in r}.union(stamp))
         # One statement needs one shape: a key some rows lack gets the column's default, never
         # an explicit NULL that a NOT NULL flag would refuse.
-        defaults = {k: _scalar_default(self.table.c[k]) for k in given}
-        if conn.dialect.name == "postgresql":
-            return self._insert_by_copy(conn, sorted(given), defaults, stamp, rows, present.isdisjoint(stamp))
-        keys = sorted(given.union(stamp))
+        defaults = {k: _scalar_default(self.table.c[k]) for k in keys}
         params = [{**defaults, **r, **stamp} for r in rows]
+        if conn.dialect.name == "postgresql":
+            return self._insert_by_copy(conn, keys, params)
         if conn.dialect.name == "mssql" and self.table.name in tables_with_triggers_cached(conn):
             return self._insert_output_into(conn, keys, params)
         # SQL Server: INSERT … OUTPUT inserted.id in pages under the 2,100-parameter limit, the
@@ -261,23 +259,14 @@ class Repository:
             ids.extend(new)
         return ids
 
-    def _insert_by_copy(
-        self, conn: Connection, keys: list[str], defaults: dict, stamp: dict, rows: Sequence[Mapping[str, Any]], unstamped: bool
-    ) -> list[int]:
+    def _insert_by_copy(self, conn: Connection, keys: list[str], params: list[dict]) -> list[int]:
         """PostgreSQL: take the ids from the table's sequence first, then COPY rows that carry them.
 
         Each row's id is known before it is written, so nothing has to be read back or sorted, and
-        the rows stream in one COPY instead of pages of multi-row INSERT … RETURNING. The values
-        go straight from each row to its tuple; only a row that lacks some key (or carries a
-        stamped one) is completed with the defaults first."""
-        ids = self._take_ids(conn, len(rows))
+        the rows stream in one COPY instead of pages of multi-row INSERT … RETURNING."""
+        ids = self._take_ids(conn, len(params))
         pick = itemgetter(*keys) if len(keys) > 1 else (lambda row: (row[keys[0]],))
-        tail, width = tuple(stamp.values()), len(keys)
-        values = [
-            (i, *pick(r if unstamped and len(r) == width else {**defaults, **r}), *tail)
-            for i, r in zip(ids, rows)
-        ]  # fmt: skip
-        bulk.copy_values(conn, self.table, ["id", *keys, *stamp], values)
+        bulk.copy_values(conn, self.table, ["id", *keys], [(i, *pick(p)) for i, p in zip(ids, params)])
         return ids
 
     def _take_ids(self, conn: Connection, count: int) -> list[int]:

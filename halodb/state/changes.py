@@ -56,27 +56,25 @@ def write(conn: Connection, run_id: int, changes: Sequence[Change]) -> None:
         )  # fmt: skip
 
 
+def _creates():
+    """The creates links record: (run, Halo table, Halo id, source key), one per created link."""
+    return select(link.c.created_run, run.c.halo_table, link.c.halo_id, link.c.source_key).join_from(
+        link, run, run.c.id == link.c.created_run
+    )
+
+
 def keep_creates(conn: Connection, link_ids: Sequence[int]) -> None:
     """Before the links ``link_ids`` are dropped, the creates they record become change rows of
     the runs that made them, so a run's change set still lists them (``links.forget``)."""
-    source = (
-        select(link.c.created_run, literal("create", Unicode(20)), run.c.halo_table, link.c.halo_id, link.c.source_key)
-        .join_from(link, run, run.c.id == link.c.created_run)
-        .where(link.c.id.in_(link_ids), run.c.halo_table.is_not(None))
-    )
-    conn.execute(insert(change).from_select(["run_id", "action", "halo_table", "halo_id", "source_key"], source))
+    source = _creates().add_columns(literal("create", Unicode(20))).where(link.c.id.in_(link_ids), run.c.halo_table.is_not(None))
+    conn.execute(insert(change).from_select(["run_id", "halo_table", "halo_id", "source_key", "action"], source))
 
 
 def of_run(conn: Connection, run_id: int) -> list[Change]:
     """The change set of one entity run: its creates (from the links it created, in order), then
     its change rows. A create lists no values; the Halo record holds them. (``created_run`` has no
     index: a first load would pay for it, and only this reads by it.)"""
-    created = (
-        select(run.c.halo_table, link.c.halo_id, link.c.source_key)
-        .join_from(link, run, run.c.id == link.c.created_run)
-        .where(link.c.created_run == run_id)
-        .order_by(link.c.id)
-    )
-    creates = [Change("create", table, halo_id, key) for table, halo_id, key in conn.execute(created)]
+    created = _creates().where(link.c.created_run == run_id).order_by(link.c.id)
+    creates = [Change("create", table, halo_id, key) for _, table, halo_id, key in conn.execute(created)]
     rows = conn.execute(select(change).where(change.c.run_id == run_id).order_by(change.c.id)).mappings()
     return creates + [Change(r["action"], r["halo_table"], r["halo_id"], r["source_key"], r["field"], r["old_value"], r["new_value"]) for r in rows]

@@ -342,9 +342,9 @@ class SyncEngine:
             else:
                 refreshed.append((link.id, digest))
 
-        created: list[tuple[tuple[SourceRecord, dict, str], int]] = []
         if forgotten:
             links.forget(conn, forgotten)
+        created: list[tuple[tuple[SourceRecord, dict, str], int]] = []  # (new record, its Halo id)
         if new and entity.create:
             ids = repo.insert(conn, [row for _, row, _ in new], wctx)
             index.created(ids)

@@ -224,7 +224,7 @@ def test_insert_fills_what_a_row_lacks_with_the_default_and_always_stamps(halo):
     ]
     with halo.begin() as conn:
         ids = users_repo.insert(conn, rows, CTX)
-        # The second row lacks title and carries lastupdate: as many keys as the batch has fields.
+        # The second row lacks title and carries a lastupdate of its own, which the stamp replaces.
         stamped = users_repo.insert(conn, [
             {"name": "Titled", "site_id": site_id, "client_id": client_id, "title": "CTO"},
             {"name": "Stamped", "site_id": site_id, "client_id": client_id, "lastupdate": dt.datetime(2001, 1, 1)},
