@@ -133,8 +133,8 @@ def run_all(
 ) -> dict:
     """Every (backend, workload, method) that applies; returns {backend: {workload: {method: result}}}.
 
-    halodb and the limit run ``repeat`` times each (an odd count, so that one run is the median)
-    and keep the run with the median time (its ``runs`` lists every time): on a shared 2-vCPU
+    halodb, the limit and the source read run ``repeat`` times each on W1-W3 (an odd count, so
+    that one run is the median) and keep the run with the median time (its ``runs`` lists every time): on a shared 2-vCPU
     machine single seconds vary by a fifth."""
     if repeat < 1 or repeat % 2 == 0:
         raise ValueError(f"repeat must be an odd number of runs, at least 1 (got {repeat})")
@@ -311,8 +311,9 @@ and batch sizes do, and this is where they differ from the PostgreSQL run above:
   On both, a run that read the scope's links in one pass sends no lookup for a key it has never
   seen, so a first load into an empty scope sends none.
 - **The source is read a batch ahead** in a thread (`halodb/sync/prefetch.py`). pyodbc, like
-  psycopg, releases the GIL while it waits for the server, so the next batch is read and hashed
-  during that wait on SQL Server as well.
+  psycopg, releases the GIL while it waits for the server, so a source that waits too (Graph,
+  LDAP, another database) is read during the writes on SQL Server as well. A source that computes,
+  like this benchmark's generator, gains nothing on either: see "What still stops W1" below.
 - **New Halo rows** need their identity values back in row order. pyodbc has no `COPY`, and Halo's
   identity columns cannot be pre-allocated the way this run takes PostgreSQL sequence values, so
   SQLAlchemy's insertmanyvalues sends `INSERT … OUTPUT inserted.id SELECT … FROM (VALUES …) ORDER BY`
@@ -323,7 +324,7 @@ and batch sizes do, and this is where they differ from the PostgreSQL run above:
   `fast_executemany` per statement and batch. pyodbc binds them as parameter arrays in one round trip;
   that is what stands in for `COPY`. A new record writes no change row of its own on either backend:
   its link carries the run that created it (migration 0004), one statement per batch fewer.
-- **New ids on PostgreSQL** come from the table's sequence, its name looked up once per connection.
+- **New ids on PostgreSQL** come from the table's sequence, its name resolved once per statement.
   SQL Server has nothing to look up: the identity values come back from the `INSERT` itself.
 - **Device numbering** reads `max(devnum)` `WITH (UPDLOCK, HOLDLOCK)`, so a device added in Halo
   meanwhile waits for halodb's transaction instead of taking the same number.
@@ -337,9 +338,9 @@ over the scope's links (or one lookup per batch above 200,000 links) and no writ
 """
 
 
-def render(results: dict, n: int, args, profile_text: str | None, started: dt.datetime) -> str:
-    """The report. ``args`` (the parsed command line, or None) is not consulted: which cells are
-    medians comes from ``results``, so merged and single-run cells are described as they are."""
+def render(results: dict, n: int, profile_text: str | None, started: dt.datetime) -> str:
+    """The report. Which cells are medians comes from ``results``, not from the command line, so
+    merged and single-run cells are described as they are."""
     cpus = os.cpu_count()
     out = [
         "# halodb benchmarks",
@@ -436,7 +437,7 @@ def main(argv=None) -> int:
     p.add_argument("--profile", action="store_true", help="profile halodb W1 on PostgreSQL at N into the report")
     p.add_argument("--profile-file", help="where --profile keeps its text; without --profile, a profile to include")
     p.add_argument("--timeout", type=float, default=None, help="seconds any one step may take")
-    p.add_argument("--repeat", type=odd_repeat, default=1, help="runs of halodb and the limit per cell (W1-W3), an odd number; the median is kept")
+    p.add_argument("--repeat", type=odd_repeat, default=1, help="runs of halodb, the limit and the source read per cell (W1-W3), an odd number; the median is kept")
     p.add_argument("--pg-options", default="", help='extra PostgreSQL options for the run, e.g. "-cplan_cache_mode=force_custom_plan"')
     p.add_argument("--merge", help="raw results JSON of an earlier run to merge in (e.g. a W4 run)")
     args = p.parse_args(argv)
@@ -464,7 +465,7 @@ def main(argv=None) -> int:
             Path(args.profile_file).write_text(profile_text)
     elif args.profile_file and Path(args.profile_file).exists():
         profile_text = Path(args.profile_file).read_text()
-    report = render(results, args.n, args, profile_text, started)
+    report = render(results, args.n, profile_text, started)
     Path(args.out).write_text(report + "\n")
     print()
     print("\n".join(table(results)))

@@ -56,7 +56,7 @@ def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(back
     if backend == "postgresql" and bench.dlt_available():
         assert by_w["W1"]["dlt"]["written"] == N
     assert by_w["W1"]["source"]["read"] == N
-    report = bench.render(results, N, None, None, bench.dt.datetime.now(bench.dt.timezone.utc))
+    report = bench.render(results, N, None, bench.dt.datetime.now(bench.dt.timezone.utc))
     assert "| W2 re-sync" not in report or "Halo rows written 0" in report
     assert "What changes on SQL Server" in report
     assert f"- {backend}: reading the source alone takes " in report
@@ -70,7 +70,7 @@ def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_tim
         assert len(runs) == 3
         assert round(by_m[method]["seconds"], 2) == sorted(runs)[1]  # the kept run is the middle one
     assert len(by_m["naive"]["runs"]) == 1  # the slow baseline runs once
-    report = bench.render(results, N, None, None, bench.dt.datetime.now(bench.dt.timezone.utc))
+    report = bench.render(results, N, None, bench.dt.datetime.now(bench.dt.timezone.utc))
     # The header names the median cells from the data; the naive single run is not among them.
     assert "Medians, their times listed under 'Every measurement': sqlite halodb W1 (median of 3); sqlite limit W1 (median of 3). Every other cell is one run." in report
     assert "naive W1 (median" not in report
@@ -79,7 +79,7 @@ def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_tim
 
 def test_a_single_run_report_claims_no_median():
     results = {"sqlite": {"W1": {"halodb": {"seconds": 1.0, "runs": [1.0], "n": N, "peak_rss_mib": 50.0, "created": N, "status": "ok"}}}}
-    report = bench.render(results, N, None, None, bench.dt.datetime.now(bench.dt.timezone.utc))
+    report = bench.render(results, N, None, bench.dt.datetime.now(bench.dt.timezone.utc))
     (header,) = [line for line in report.splitlines() if line.startswith("Run ")]
     assert "Every cell is one run, not a median." in header and "Medians" not in header
 
