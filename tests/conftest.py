@@ -37,6 +37,23 @@ def _unavailable(backend: str, reason: str):
     pytest.skip(f"{backend} unavailable: {reason}")
 
 
+def use_test_postgresql_for_benchmarks(monkeypatch) -> None:
+    """Point ``python -m benchmarks`` (and the Azure AD benchmark, which reads the same
+    ``PG_URL``) at the suite's PostgreSQL; unreachable, it skips the test - or fails it when
+    ``HALODB_REQUIRE_BACKENDS`` names postgresql. The benchmark makes its own schemas."""
+    from benchmarks import __main__ as benchmarks_main
+
+    monkeypatch.setattr(benchmarks_main, "PG_URL", PG_ADMIN_URL)
+    engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as err:  # noqa: BLE001 - any failure means "not reachable here"
+        _unavailable("postgresql", (str(err).splitlines() or [type(err).__name__])[0])
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def fresh_pg_schema(prefix: str = "t"):
     """A fresh PostgreSQL schema, reached through search_path: yields (name, URL string), drops

@@ -9,11 +9,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from benchmarks import __main__ as bench_main
 from benchmarks import azuread as bench
-from tests.conftest import PG_ADMIN_URL, _unavailable
+from tests.conftest import use_test_postgresql_for_benchmarks
 
 N = 200
 
@@ -22,17 +20,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def postgresql(monkeypatch):
-    """The suite's PostgreSQL (``HALODB_TEST_PG_URL``) as the benchmark's; unreachable, it skips
-    the test - or fails it when ``HALODB_REQUIRE_BACKENDS`` names postgresql."""
-    monkeypatch.setattr(bench_main, "PG_URL", PG_ADMIN_URL)  # Database and header() read it from there
-    engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as err:  # noqa: BLE001 - any failure means "not reachable here"
-        _unavailable("postgresql", (str(err).splitlines() or [type(err).__name__])[0])
-    finally:
-        engine.dispose()
+    """The suite's PostgreSQL as the benchmark's (Database and header() read ``PG_URL``)."""
+    use_test_postgresql_for_benchmarks(monkeypatch)
 
 
 def test_azuread_benchmark_full_sync_and_a_delta_of_exactly_ten(postgresql):

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from benchmarks import __main__ as bench
 from benchmarks import data
-from tests.conftest import PG_ADMIN_URL, _unavailable
+from tests.conftest import use_test_postgresql_for_benchmarks
 
 N = 200
 
 pytestmark = pytest.mark.slow
-
-
-def use_test_postgresql(monkeypatch) -> None:
-    """Point the benchmark at the suite's PostgreSQL (``HALODB_TEST_PG_URL``); unreachable, it
-    skips the test - or fails it when ``HALODB_REQUIRE_BACKENDS`` names postgresql."""
-    monkeypatch.setattr(bench, "PG_URL", PG_ADMIN_URL)
-    engine = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as err:  # noqa: BLE001 - any failure means "not reachable here"
-        _unavailable("postgresql", (str(err).splitlines() or [type(err).__name__])[0])
-    finally:
-        engine.dispose()
 
 
 def test_directory_is_deterministic_and_lazy():
@@ -41,7 +26,7 @@ def test_directory_is_deterministic_and_lazy():
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(backend, tmp_path, monkeypatch):
     if backend == "postgresql":
-        use_test_postgresql(monkeypatch)
+        use_test_postgresql_for_benchmarks(monkeypatch)
     results = bench.run_all(N, [backend], ["W1", "W2", "W3", "W4"], w4_n=2 * N, log=lambda *a: None, timeout=300)
     by_w = results[backend]
     assert by_w["W1"]["halodb"]["created"] == N and by_w["W1"]["halodb"]["status"] == "ok"
@@ -90,8 +75,12 @@ def test_repeat_must_be_an_odd_count_of_at_least_one(value, capsys):
         bench.main(["--repeat", value])
     assert exited.value.code == 2  # argparse's usage error, before anything runs
     assert "--repeat" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("repeat", [0, -1, 2, 4])
+def test_run_all_refuses_a_repeat_that_has_no_middle_run(repeat):
     with pytest.raises(ValueError, match="odd number"):
-        bench.run_all(N, ["sqlite"], ["W1"], log=lambda *a: None, repeat=int(value) if value != "x" else 2)
+        bench.run_all(N, ["sqlite"], ["W1"], log=lambda *a: None, repeat=repeat)
 
 
 def test_the_source_lines_do_the_arithmetic_of_the_two_targets():

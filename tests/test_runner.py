@@ -34,7 +34,6 @@ def write_config(folder, url, integrations=None, **top):
     return path
 
 
-
 def add_sheet(engine, path, kind="clients"):
     with engine.begin() as conn:
         conn.execute(insert(importcsv), {"name": kind, "type": kind, "filepath": str(path), "integrator_enabled": True})
@@ -165,8 +164,6 @@ def test_failure_sets_last_error_and_keeps_last_sync(halo, db_url, tmp_path):
     after = state(halo, "Spreadsheet")
     assert after.last_sync == last_sync
     assert "spreadsheet not found" in after.last_error and str(path) in after.last_error
-
-
 
 
 def test_dry_run_records_nothing_in_halo(halo, db_url, tmp_path):

@@ -38,7 +38,7 @@ from halodb.sync.entity import Entity, SourceRecord
 from tests import tsql
 from tests.helpers import ListSource
 
-#: Distinct statement shapes the scenario produced when this floor was set (95 observed, sqlglot 30.30, SQLAlchemy 2.1.9).
+#: A floor under the distinct statement shapes the scenario produces (122 observed at stop 10, sqlglot 30.30, SQLAlchemy 2.1.9).
 #: Lower it only when code paths were deliberately removed; a drop otherwise means the harness
 #: stopped reaching code it used to check.
 MIN_DISTINCT_STATEMENTS = 110

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import create_engine, Boolean, DateTime, Integer, SmallInteger, Unicode, func, insert, select, update
+from sqlalchemy import Boolean, DateTime, Integer, SmallInteger, Unicode, create_engine, func, insert, select, update
 
 from halodb.errors import RecordError, UsageError
 from halodb.halo import settings
@@ -235,7 +235,8 @@ def test_insert_fills_what_a_row_lacks_with_the_default_and_always_stamps(halo):
     assert [got[i] for i in stamped] == [("Titled", "CTO", False, NOW, NOW), ("Stamped", None, False, NOW, NOW)]
 
 
-def test_new_ids_on_postgresql_come_from_the_sequence_of_the_table_in_reach():
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_new_ids_on_postgresql_come_from_the_sequence_of_the_table_in_reach(halo):
     """The sequence is resolved in the statement, never remembered: one connection moved to
     another schema takes ids from that schema's table, not from the first one's."""
     from sqlalchemy import text
@@ -243,20 +244,15 @@ def test_new_ids_on_postgresql_come_from_the_sequence_of_the_table_in_reach():
     from halodb.halo.fixture import create_halo_fixture
     from tests.conftest import fresh_pg_schema
 
-    with fresh_pg_schema("seq_a") as (schema_a, url_a), fresh_pg_schema("seq_b") as (schema_b, url_b):
-        for url in (url_a, url_b):
-            fixture_engine = create_engine(url)
-            create_halo_fixture(fixture_engine)
-            fixture_engine.dispose()
-        engine = create_engine(url_a)
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"SELECT setval('{schema_b}.users_uid_seq', 500)")
-                first = users_repo._take_ids(conn, 2)
-                conn.execute(text(f"SET LOCAL search_path TO {schema_b}"))
-                moved = users_repo._take_ids(conn, 2)
-        finally:
-            engine.dispose()
+    with fresh_pg_schema("seq_b") as (schema_b, url_b):
+        other = create_engine(url_b)
+        create_halo_fixture(other)
+        other.dispose()
+        with halo.begin() as conn:
+            conn.exec_driver_sql(f"SELECT setval('{schema_b}.users_uid_seq', 500)")
+            first = users_repo._take_ids(conn, 2)
+            conn.execute(text(f"SET LOCAL search_path TO {schema_b}"))
+            moved = users_repo._take_ids(conn, 2)
     assert (first, moved) == ([1, 2], [501, 502])
 
 

@@ -48,7 +48,6 @@ def register(engine, kind, path, matching=None, name=None):
     return row_id
 
 
-
 def csv_bom(path, rows):
     with path.open("w", newline="", encoding="utf-8-sig") as handle:
         csv.writer(handle).writerows(rows)

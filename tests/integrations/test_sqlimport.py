@@ -257,8 +257,16 @@ def test_broken_query_fails(halo, db_url, tmp_path, source, sites):
     assert halo_users(halo) == {}
 
 
-@pytest.mark.parametrize("where", ["postgresql", "sqlite"])
-def test_unreachable_external_database(halo, db_url, tmp_path, sites, where):
+@pytest.mark.parametrize(
+    "where, hint",
+    [
+        ("postgresql", "server not found or not answering: check the host and port in the SQL import's sqlserver field (a SQLAlchemy URL)"),
+        ("sqlite", "cannot open the SQLite file: check the path in the SQL import's sqlserver field (a SQLAlchemy URL)"),
+    ],
+)
+def test_unreachable_external_database(halo, db_url, tmp_path, sites, where, hint):
+    """The one-line error names the SQL import's own field in Halo, never the appsettings.json
+    settings of the instance database (``Database.Url`` and the like)."""
     url = "postgresql+psycopg://postgres@127.0.0.1:1/hr" if where == "postgresql" else f"sqlite:///{tmp_path / 'no' / 'such' / 'hr.db'}"
     row_id = add_import(halo, url)
     config = write_config(tmp_path, db_url)
@@ -267,7 +275,9 @@ def test_unreachable_external_database(halo, db_url, tmp_path, sites, where):
 
     result = only(report)
     assert result.status == "failed" and report.exit_code == 1
-    assert "cannot connect" in result.error and "\n" not in result.error
+    assert result.error.startswith("SQL import 'HR': cannot connect to ") and "\n" not in result.error
+    assert hint in result.error, result.error
+    assert "Database." not in result.error
     stored = import_row(halo, row_id)
     assert stored["lasterror"] == result.error and stored["lastsync"] is None
     with halo.connect() as conn:

@@ -8,8 +8,7 @@ import re
 from sqlalchemy import create_engine, inspect
 
 from halodb import migrate
-
-MSSQL = "mssql+pyodbc://u:p@sql01/Halo?driver=ODBC+Driver+18+for+SQL+Server"
+from tests.tsql import MSSQL_URL as MSSQL
 
 
 def test_upgrade_reaches_the_head_on_each_backend(db_url):

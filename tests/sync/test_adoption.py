@@ -134,7 +134,9 @@ def test_an_adoption_candidate_deleted_during_the_run_is_created_instead(halo):
     report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=2)).run(users_entity(source))
     assert (report.status, report.created, report.updated) == ("ok", 5, 0), report.error
     assert user_count(halo) == 5
-    assert link_of(halo, "u4") != doomed
+    with halo.connect() as conn:
+        created = conn.execute(select(users.c.id, users.c.emailaddress).where(users.c.id == link_of(halo, "u4"))).one()
+    assert created.id != doomed and created.emailaddress == "user4@contoso.example"
 
 
 def test_an_adoption_candidate_whose_email_changed_during_the_run_is_left_alone(halo):
