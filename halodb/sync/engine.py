@@ -35,6 +35,7 @@ from halodb.state import cursors, links, quarantine, runs
 from halodb.state.changes import Change, summary
 from halodb.state.tables import quarantine as quarantine_table
 from halodb.sync.adoption import MatchIndex, still_matches
+from halodb.sync.collector import fewer_collections
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
 from halodb.sync.prefetch import Prefetch
 from halodb.sync.report import SHOWN, EntityReport
@@ -162,7 +163,7 @@ class SyncEngine:
         with self.engine.begin() as conn:
             report.run_id = runs.start(conn, self.instance, entity.scope, self.clock(), dry_run=self.dry_run, halo_table=entity.repository.audit_name)
         try:
-            with self.engine.connect() as conn:
+            with fewer_collections(), self.engine.connect() as conn:
                 try:
                     self._sync(conn, entity, report, heartbeat or (lambda: None))
                 finally:
