@@ -9,13 +9,31 @@ there. The COPY runs on the connection's own cursor, so it is part of the caller
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+
+
+_meanwhile: ContextVar[Callable[[], None] | None] = ContextVar("halodb_bulk_meanwhile", default=None)
+
+
+@contextmanager
+def meanwhile(work: Callable[[], None]) -> Iterator[None]:
+    """Inside this block, every PostgreSQL COPY calls ``work`` once its rows are sent and before
+    it waits for the server to finish storing them, so the client computes while the server
+    works. ``work`` must not raise: it runs in the middle of the COPY (the engine reads its
+    source ahead here, ``halodb.sync.prefetch.ReadInGaps``)."""
+    token = _meanwhile.set(work)
+    try:
+        yield
+    finally:
+        _meanwhile.reset(token)
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -62,6 +80,9 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
             write = copy.write_row
             for row in values:
                 write(row)
+            work = _meanwhile.get()
+            if work is not None:
+                work()
     except psycopg.Error as err:
         # The raw cursor raises the driver's own errors; wrapped as SQLAlchemy would wrap them,
         # the engine rolls the batch back, retries it if transient, and fails the entity cleanly.

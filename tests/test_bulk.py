@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from halodb import bulk, database
-from halodb.halo.schema import users
+from halodb.halo.schema import area, users
 from halodb.state.tables import link
 from halodb.sync.engine import Limits, SyncEngine
 from tests.helpers import ListSource, add_client_with_site, user_records, users_entity
@@ -42,3 +42,38 @@ def test_a_connection_lost_during_copy_is_retried_and_the_batch_written_once(hal
     with halo.connect() as conn:
         assert conn.execute(select(func.count()).select_from(users)).scalar_one() == 5
         assert conn.execute(select(func.count()).select_from(link)).scalar_one() == 5
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_meanwhile_runs_once_inside_each_copy_while_the_server_is_still_on_it(halo):
+    # The engine reads its source ahead in this gap (halodb.sync.prefetch.ReadInGaps); the
+    # server's progress view proves the COPY is still open when the work runs.
+    admin = create_engine(halo.url)
+    seen = []
+    try:
+        with halo.begin() as conn:
+            pid = conn.connection.driver_connection.info.backend_pid
+
+            def work():
+                with admin.connect() as other:
+                    seen.append(other.execute(text("SELECT command FROM pg_stat_progress_copy WHERE pid = :pid"), {"pid": pid}).scalar())
+
+            with bulk.meanwhile(work):
+                bulk.insert_values(conn, area, ["name"], [(f"Client {i}",) for i in range(500)])
+                bulk.insert_values(conn, area, ["name"], [("One more",)])
+            bulk.insert_values(conn, area, ["name"], [("After the block",)])
+    finally:
+        admin.dispose()
+    assert seen == ["COPY FROM", "COPY FROM"]
+    with halo.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(area)).scalar_one() == 502
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_meanwhile_is_not_called_where_there_is_no_copy(halo):
+    called = []
+    with halo.begin() as conn, bulk.meanwhile(lambda: called.append(1)):
+        bulk.insert_values(conn, area, ["name"], [("Contoso",), ("Fabrikam",)])
+    assert called == []
+    with halo.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(area)).scalar_one() == 2

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from halodb import bulk
 from halodb.errors import HalodbError, RecordError, TransientError
 from halodb.halo.repository import FieldChange, WriteContext
 from halodb.state import changes as change_log
@@ -37,7 +38,7 @@ from halodb.state.tables import quarantine as quarantine_table
 from halodb.sync.adoption import MatchIndex, still_matches
 from halodb.sync.collector import fewer_collections
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
-from halodb.sync.prefetch import Prefetch
+from halodb.sync.prefetch import Prefetch, ReadInGaps
 from halodb.sync.report import SHOWN, EntityReport
 
 log = logging.getLogger(__name__)
@@ -190,8 +191,13 @@ class SyncEngine:
         def hashes(batch: list[SourceRecord]) -> list[str | None]:
             return [None if r.error else row_hash(r.fields, state.salt) for r in batch]
 
-        # The source is read and hashed a batch ahead, in a thread, while this one writes.
-        with Prefetch(entity.read(ctx), self.limits.batch_size, hashes) as source:
+        # The source is read and hashed ahead while the database works on the last batch: on
+        # PostgreSQL in this thread, while the server stores each COPY; elsewhere in a thread.
+        if conn.dialect.name == "postgresql":
+            reader = ReadInGaps(entity.read(ctx), self.limits.batch_size, hashes)
+        else:
+            reader = Prefetch(entity.read(ctx), self.limits.batch_size, hashes)
+        with reader as source, bulk.meanwhile(source.read_ahead):
             for batch, digests in source:
                 self._with_retry(conn, lambda: self._batch(conn, entity, state, batch, digests), state)
                 written = report.created + report.updated

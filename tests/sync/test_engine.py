@@ -6,6 +6,7 @@ Every test asserts exact report counters and the Halo rows themselves.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import replace
 
 import pytest
@@ -631,3 +632,35 @@ def test_a_long_first_load_refreshes_statistics_before_its_lookups_reach_the_dat
     # database comes after an ANALYZE, and the statistics are refreshed as the links written
     # double (6, 12), and once more for the next run.
     assert events == ["analyze", "lookup", "lookup", "analyze", "lookup", "analyze"]
+
+
+def test_the_source_is_read_ahead_while_the_database_stores_a_batch(halo, monkeypatch):
+    # PostgreSQL: in the engine's thread, inside each COPY once its rows are sent (a reader
+    # thread and psycopg's short waits fight over the GIL); elsewhere in a thread of its own.
+    from halodb import bulk
+
+    _, site_id = add_client_with_site(halo)
+    events = []
+    copy_values = bulk.copy_values
+
+    def logged_copy(conn, table, keys, values):
+        events.append(("copy", table.name))
+        copy_values(conn, table, keys, values)
+        events.append(("copied", table.name))
+
+    monkeypatch.setattr(bulk, "copy_values", logged_copy)
+
+    def source(ctx):
+        for i, record in enumerate(user_records(8, site_id)):
+            events.append(("read", i, threading.current_thread().name))
+            yield record
+
+    report = engine(halo, limits=Limits(batch_size=4)).run(users_entity(source))
+    assert report.status == "ok" and report.created == 8
+    threads = {e[2] for e in events if e[0] == "read"}
+    if halo.dialect.name == "postgresql":
+        assert threads == {threading.current_thread().name}
+        start, end = events.index(("copy", "users")), events.index(("copied", "users"))
+        assert [e[1] for e in events[start:end] if e[0] == "read"] == [4, 5]  # half the next batch
+    else:
+        assert threads == {"halodb-source"}

@@ -1,4 +1,4 @@
-"""Reading the source ahead in a thread (``halodb.sync.prefetch``)."""
+"""Reading the source ahead: in a thread, or in the gaps the caller leaves (``halodb.sync.prefetch``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from halodb.sync.prefetch import Prefetch
+from halodb.sync.prefetch import Prefetch, ReadInGaps
 
 
 def test_batches_come_in_order_with_their_work_and_a_short_last_one():
@@ -97,3 +97,92 @@ def test_a_source_stuck_in_a_read_does_not_hold_the_caller(monkeypatch):
     release.set()
     prefetch_._thread.join(5)
     assert not prefetch_._thread.is_alive()  # and the thread stopped at its next batch
+
+
+# -- read in the gaps ----------------------------------------------------------------------------
+
+
+def tens(part):
+    return [x * 10 for x in part]
+
+
+def test_gaps_batches_come_in_order_with_one_result_per_item():
+    with ReadInGaps(range(7), 3, tens) as source:
+        assert list(source) == [([0, 1, 2], [0, 10, 20]), ([3, 4, 5], [30, 40, 50]), ([6], [60])]
+
+
+def test_gaps_an_empty_source_gives_no_batch():
+    with ReadInGaps([], 3, tens) as source:
+        assert list(source) == []
+
+
+def test_gaps_read_ahead_reads_part_of_the_next_batch_and_never_more_than_one_batch():
+    read, parts = [], []
+
+    def items():
+        for i in range(10):
+            read.append(i)
+            yield i
+
+    def work(part):
+        parts.append(list(part))
+        return tens(part)
+
+    with ReadInGaps(items(), 4, work, ahead=3) as source:
+        batches = iter(source)
+        assert next(batches) == ([0, 1, 2, 3], [0, 10, 20, 30])
+        source.read_ahead()
+        assert read == [0, 1, 2, 3, 4, 5, 6]  # three of the next batch, in this thread
+        source.read_ahead()
+        source.read_ahead()
+        assert read == [0, 1, 2, 3, 4, 5, 6, 7]  # the next batch is full: nothing beyond it
+        assert next(batches) == ([4, 5, 6, 7], [40, 50, 60, 70])
+        assert list(batches) == [([8, 9], [80, 90])]
+    assert parts == [[0, 1, 2, 3], [4, 5, 6], [7], [8, 9]]
+
+
+def test_gaps_what_the_source_raises_while_reading_ahead_is_raised_where_the_batch_would_come():
+    def items():
+        yield from (1, 2, 3)
+        raise ValueError("page 2 unreadable")
+
+    got = []
+    with pytest.raises(ValueError, match="page 2 unreadable"), ReadInGaps(items(), 2, tens) as source:
+        for batch, _ in source:
+            got.append(batch)
+            source.read_ahead()  # must not raise: the caller is in the middle of a write
+    assert got == [[1, 2]]  # the half-read batch before the error is dropped, as with Prefetch
+
+
+def test_gaps_work_that_fails_is_raised_where_the_batch_would_come():
+    def work(part):
+        if 3 in part:
+            raise TypeError("cannot hash")
+        return tens(part)
+
+    got = []
+    with pytest.raises(TypeError, match="cannot hash"), ReadInGaps(range(5), 2, work, ahead=1) as source:
+        for batch, _ in source:
+            got.append(batch)
+            source.read_ahead()
+            source.read_ahead()
+    assert got == [[0, 1]]
+
+
+def test_gaps_a_caller_that_stops_early_closes_the_source_and_read_no_further():
+    read, closed = [], []
+
+    def items():
+        try:
+            for i in range(10_000):
+                read.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    with pytest.raises(RuntimeError), ReadInGaps(items(), 10, tens) as source:
+        for _ in source:
+            source.read_ahead()
+            raise RuntimeError("the batch failed")
+    assert closed == [True]
+    assert len(read) == 15  # the batch taken and half of the next one
