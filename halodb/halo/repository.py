@@ -219,7 +219,7 @@ class Repository:
             convert = converters.get(name)
             if convert is None:
                 raise RecordError(f"unknown {self.audit_name.lower()} field {name!r}")
-            row[name] = convert(value)
+            row[name] = None if value is None else convert(value)  # every converter keeps None
         if row.get(self.inactive_field) is None:
             row[self.inactive_field] = False
         for name in self.required:

@@ -66,7 +66,7 @@ def resolve_site(
     client_names = {r["client_name"] for r in records if r.get("client_name")}
     by_site = sites.ids_by_name(conn, site_names) if site_names else {}
     by_client = client_api.lookup(conn, client_names) if client_names else {}
-    given_ids = {int(r["site_id"]) for r in records if str(r.get("site_id") or "").strip().isdigit()}
+    given_ids = {number for r in records if (number := _site_number(r.get("site_id"))) is not None}
     if default_site:
         given_ids.add(default_site)
     client_of = sites.client_of(conn, given_ids) if given_ids else {}
@@ -82,9 +82,10 @@ def resolve_site(
                 raise RecordError(f"no client named {client_name!r}")
         site_id = record.get("site_id")
         if site_id not in (None, ""):
-            if not str(site_id).strip().isdigit() or int(site_id) not in client_of:
+            number = _site_number(site_id)
+            if number not in client_of:
                 raise RecordError(f"no site with id {site_id!r}")
-            site_id = int(site_id)
+            site_id = number
         elif site_name:
             candidates = by_site.get(normalise_key(site_name), [])
             if client_id:
@@ -106,3 +107,11 @@ def resolve_site(
 
     return [Repository._try(one, r) for r in records]
 
+
+
+def _site_number(value: Any) -> int | None:
+    """A site id given as a number or as digits (a spreadsheet cell, a CSV field), else None."""
+    if type(value) is int:  # the common case, from a directory or a database: no text round trip
+        return value
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() else None

@@ -29,16 +29,15 @@ class UserRepository(Repository):
         self, conn: Connection, records: Sequence[Mapping[str, Any]], *, default_site: int | None = None
     ) -> list[dict | RecordError]:
         """Resolve sites and clients for the batch, build missing display names, coerce values."""
-        resolved = resolve_site(conn, [_with_name(r) for r in records], default_site)
-        return [r if isinstance(r, RecordError) else self._try(self.coerce, r) for r in resolved]
+        resolved = resolve_site(conn, records, default_site)  # each record a copy, or its error
+        return [r if isinstance(r, RecordError) else self._try(self.coerce, _add_name(r)) for r in resolved]
 
 
-def _with_name(record: Mapping[str, Any]) -> dict:
+def _add_name(record: dict) -> dict:
     # Halo shows `name`; directories often give only first and last names.
-    record = dict(record)
     if not record.get("name"):
-        parts = [str(record.get(k) or "").strip() for k in ("firstname", "surname")]
-        record["name"] = " ".join(p for p in parts if p) or None
+        first, last = record.get("firstname"), record.get("surname")
+        record["name"] = " ".join(filter(None, (str(first or "").strip(), str(last or "").strip()))) or None
     return record
 
 
