@@ -116,6 +116,25 @@ def source_records(n: int, *, variant: str = "base") -> Iterator[SourceRecord]:
         yield SourceRecord(fields["azureoid"], fields)
 
 
+def tracked_read(n: int, *, variant: str = "base"):
+    """The directory as a source that tracks its changes, the way Graph's ``/users/delta`` does
+    for the Azure AD integration: a full read ends by leaving a change position (the entity's
+    cursor, which halodb commits with the data), and a read from that position returns only what
+    changed since, as a read that cannot see what is missing. The directory does not change
+    between runs, so a read from the position that a full read of the same N and variant left
+    returns nothing."""
+    position = f"synthetic:{variant}:{n}"
+
+    def read(ctx):
+        if ctx.cursor == position:
+            ctx.mark_incomplete("delta read")  # changes only: nothing is missing from it
+            return
+        yield from source_records(n, variant=variant)
+        ctx.set_cursor(position)
+
+    return read
+
+
 HALO_COLUMNS = (
     "name", "firstname", "surname", "emailaddress", "login", "title", "department", "phonenumber",
     "mobilenumber", "azureoid", "site_id", "client_id", "inactive", "datecreated", "lastupdate",

@@ -9,6 +9,7 @@ there. The COPY runs on the connection's own cursor, so it is part of the caller
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,6 +35,15 @@ def meanwhile(work: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         _meanwhile.reset(token)
+
+
+def copy_text(value: Any) -> Any:
+    """``value`` in the text form COPY reads, for a value that repeats in every row (a batch's
+    stamp): a naive datetime, which psycopg would render again for each row. Anything else is
+    returned as it is."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.isoformat(sep=" ")
+    return value
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -77,3 +77,13 @@ def test_meanwhile_is_not_called_where_there_is_no_copy(halo):
     assert called == []
     with halo.connect() as conn:
         assert conn.execute(select(func.count()).select_from(area)).scalar_one() == 2
+
+
+def test_copy_text_renders_naive_datetimes_and_leaves_everything_else():
+    import datetime as dt
+
+    assert bulk.copy_text(dt.datetime(2024, 5, 1, 12, 0, 0)) == "2024-05-01 12:00:00"
+    assert bulk.copy_text(dt.datetime(2024, 5, 1, 12, 0, 0, 250)) == "2024-05-01 12:00:00.000250"
+    aware = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+    assert bulk.copy_text(aware) is aware  # its zone is psycopg's business
+    assert [bulk.copy_text(v) for v in (None, 3, "x", True)] == [None, 3, "x", True]

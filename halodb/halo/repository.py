@@ -238,9 +238,12 @@ class Repository:
         # One statement needs one shape: a key some rows lack gets the column's default, never
         # an explicit NULL that a NOT NULL flag would refuse.
         defaults = {k: _scalar_default(self.table.c[k]) for k in keys}
-        params = [{**defaults, **r, **stamp} for r in rows]
         if conn.dialect.name == "postgresql":
-            return self._insert_by_copy(conn, keys, params)
+            # COPY sends text, and psycopg renders a datetime at about 0.65 µs: the two stamps of
+            # every row took 0.13 s of a 100,000-user first load. The batch's stamp is one value.
+            stamp = {k: bulk.copy_text(v) for k, v in stamp.items()}
+            return self._insert_by_copy(conn, keys, [{**defaults, **r, **stamp} for r in rows])
+        params = [{**defaults, **r, **stamp} for r in rows]
         if conn.dialect.name == "mssql" and self.table.name in tables_with_triggers_cached(conn):
             return self._insert_output_into(conn, keys, params)
         # SQL Server: INSERT … OUTPUT inserted.id in pages under the 2,100-parameter limit, the

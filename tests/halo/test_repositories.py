@@ -409,3 +409,14 @@ def test_find_trims_stored_values(halo):
         padded = _user(conn, name="P", emailaddress="  Pat@Contoso.example ", site_id=site_id, client_id=client_id)
         found = users_repo.find(conn, ("emailaddress",), [("pat@contoso.example",)])
     assert found == {("pat@contoso.example",): [padded]}
+
+
+def test_insert_stores_the_stamp_exactly_to_the_microsecond(halo):
+    # On PostgreSQL the stamp reaches COPY as text, rendered once per batch (bulk.copy_text).
+    _, site_id = add_client_with_site(halo)
+    now = dt.datetime(2024, 2, 29, 23, 59, 58, 500000)  # half a second: exact in SQL Server's DATETIME too
+    with halo.begin() as conn:
+        ids = users_repo.insert(conn, [{"name": "Leap", "site_id": site_id}, {"name": "Day", "site_id": site_id}], WriteContext(2, now))
+    with halo.connect() as conn:
+        got = conn.execute(select(users.c.datecreated, users.c.lastupdate).where(users.c.id.in_(ids))).all()
+    assert [tuple(r) for r in got] == [(now, now)] * 2
