@@ -420,3 +420,15 @@ def test_insert_stores_the_stamp_exactly_to_the_microsecond(halo):
     with halo.connect() as conn:
         got = conn.execute(select(users.c.datecreated, users.c.lastupdate).where(users.c.id.in_(ids))).all()
     assert [tuple(r) for r in got] == [(now, now)] * 2
+
+
+def test_insert_overwrites_a_stamp_every_row_carries(halo):
+    # Rows that all carry the same fields take the direct path on PostgreSQL; a stamp field among
+    # them is still the batch's, not the row's.
+    _, site_id = add_client_with_site(halo)
+    old = dt.datetime(2001, 1, 1)
+    with halo.begin() as conn:
+        ids = users_repo.insert(conn, [{"name": n, "site_id": site_id, "lastupdate": old, "datecreated": old} for n in ("A", "B")], CTX)
+    with halo.connect() as conn:
+        got = conn.execute(select(users.c.name, users.c.lastupdate, users.c.datecreated).where(users.c.id.in_(ids)).order_by(users.c.id)).all()
+    assert [tuple(r) for r in got] == [("A", NOW, NOW), ("B", NOW, NOW)]
