@@ -26,10 +26,11 @@ _meanwhile: ContextVar[Callable[[], None] | None] = ContextVar("halodb_bulk_mean
 
 @contextmanager
 def meanwhile(work: Callable[[], None]) -> Iterator[None]:
-    """Inside this block, every PostgreSQL COPY calls ``work`` once its rows are sent and before
-    it waits for the server to finish storing them, so the client computes while the server
-    works. ``work`` must not raise: it runs in the middle of the COPY (the engine reads its
-    source ahead here, ``halodb.sync.prefetch.ReadInGaps``)."""
+    """Inside this block, every PostgreSQL COPY calls ``work`` once its rows are written (psycopg
+    has sent all but its last 32 KiB buffer) and before it ends the COPY and waits for the server
+    to finish storing them, so the client computes while the server works. ``work`` must not
+    raise and should be brief: it runs inside the COPY statement (the engine reads its source
+    ahead here, ``halodb.sync.prefetch.ReadInGaps``)."""
     token = _meanwhile.set(work)
     try:
         yield
@@ -92,7 +93,11 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
                 write(row)
             work = _meanwhile.get()
             if work is not None:
-                work()
+                token = _meanwhile.set(None)  # a COPY made by the work itself must not call it again
+                try:
+                    work()
+                finally:
+                    _meanwhile.reset(token)
     except psycopg.Error as err:
         # The raw cursor raises the driver's own errors; wrapped as SQLAlchemy would wrap them,
         # the engine rolls the batch back, retries it if transient, and fails the entity cleanly.

@@ -50,6 +50,7 @@ def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(back
     assert f"- {backend}: reading the source alone takes " in report
     assert f"- {backend} W2D: Halo rows written 0 (expected 0; audit rows 0), records read 0 (expected 0), deactivated 0 (expected 0)" in report
     assert f"- {backend}: a re-sync with nothing changed from a source that tracks changes (W2D" in report
+    assert f"- {backend}: a re-sync with nothing changed that reads the whole source again (W2" in report
 
 
 def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_time(tmp_path):

@@ -110,8 +110,9 @@ def resolve_site(
 
 
 def _site_number(value: Any) -> int | None:
-    """A site id given as a number or as digits (a spreadsheet cell, a CSV field), else None."""
+    """A site id given as a whole number or as decimal digits (a spreadsheet cell, a CSV field),
+    else None."""
     if type(value) is int:  # the common case, from a directory or a database: no text round trip
-        return value
+        return value if value >= 0 else None
     text = str(value or "").strip()
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isdecimal() else None  # not isdigit: "²" is a digit int() refuses

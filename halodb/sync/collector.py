@@ -36,7 +36,8 @@ def fewer_collections() -> Iterator[None]:
     with _lock:
         if _active == 0:
             _saved = gc.get_threshold()
-            gc.set_threshold(max(RUN_THRESHOLD, _saved[0]), *_saved[1:])
+            if _saved[0] != 0:  # 0: the application turned automatic collection off; leave it so
+                gc.set_threshold(max(RUN_THRESHOLD, _saved[0]), *_saved[1:])
         _active += 1
     try:
         yield

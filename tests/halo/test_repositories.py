@@ -432,3 +432,15 @@ def test_insert_overwrites_a_stamp_every_row_carries(halo):
     with halo.connect() as conn:
         got = conn.execute(select(users.c.name, users.c.lastupdate, users.c.datecreated).where(users.c.id.in_(ids)).order_by(users.c.id)).all()
     assert [tuple(r) for r in got] == [("A", NOW, NOW), ("B", NOW, NOW)]
+
+
+def test_site_ids_are_whole_numbers_or_decimal_digits(halo):
+    client_id, site_id = add_client_with_site(halo)
+    if halo.dialect.name != "mssql":  # (an explicit identity value needs IDENTITY_INSERT there)
+        with halo.begin() as conn:  # a site whose id is negative: still no id a record may give
+            conn.execute(insert(site).values(id=-site_id, name="Negative", client_id=client_id))
+    given = [site_id, str(site_id), f" {site_id} ", -site_id, str(-site_id), "²", 1.5, True]
+    with halo.connect() as conn:
+        got = resolve_site(conn, [{"name": "U", "site_id": s} for s in given])
+    assert [r["site_id"] for r in got[:3]] == [site_id] * 3 and all(r["client_id"] == client_id for r in got[:3])
+    assert [str(e) for e in got[3:]] == [f"no site with id {s!r}" for s in given[3:]]

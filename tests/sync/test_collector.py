@@ -63,3 +63,10 @@ def test_the_engine_reads_the_source_under_the_raised_threshold(halo):
     assert report.status == "ok" and report.created == 3
     assert seen == [RUN_THRESHOLD] * 3
     assert gc.get_threshold() == (700, 10, 10)
+
+
+def test_automatic_collection_turned_off_by_the_application_stays_off():
+    gc.set_threshold(0)
+    with fewer_collections():
+        assert gc.get_threshold()[0] == 0
+    assert gc.get_threshold()[0] == 0

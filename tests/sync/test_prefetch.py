@@ -186,3 +186,40 @@ def test_gaps_a_caller_that_stops_early_closes_the_source_and_read_no_further():
             raise RuntimeError("the batch failed")
     assert closed == [True]
     assert len(read) == 15  # the batch taken and half of the next one
+
+
+def test_gaps_read_ahead_stops_at_its_deadline_and_the_rest_is_read_on_demand(monkeypatch):
+    # The caller is inside a COPY statement: a source that waits must not hold it open.
+    import time
+
+    import halodb.sync.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "GAP_TIME", 0.05)
+    read = []
+
+    def items():
+        for i in range(6):
+            time.sleep(0.03)
+            read.append(i)
+            yield i
+
+    with ReadInGaps(items(), 3, tens, ahead=3) as source:
+        batches = iter(source)
+        assert next(batches) == ([0, 1, 2], [0, 10, 20])
+        source.read_ahead()
+        assert read == [0, 1, 2, 3, 4]  # the item that came after 0.05 s ends the gap
+        assert list(batches) == [([3, 4, 5], [30, 40, 50])]
+
+
+def test_gaps_read_ahead_itself_never_raises():
+    def items():
+        yield from (1, 2)
+        raise ValueError("page 2 unreadable")
+
+    with ReadInGaps(items(), 2, tens) as source:
+        batches = iter(source)
+        assert next(batches) == ([1, 2], [10, 20])
+        source.read_ahead()  # returns normally: the error waits for the next batch
+        source.read_ahead()
+        with pytest.raises(ValueError, match="page 2 unreadable"):
+            next(batches)
