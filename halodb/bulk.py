@@ -10,6 +10,7 @@ there. The COPY runs on the connection's own cursor, so it is part of the caller
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,21 +22,53 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 
-_meanwhile: ContextVar[Callable[[], None] | None] = ContextVar("halodb_bulk_meanwhile", default=None)
+class Gaps:
+    """Work to do while PostgreSQL stores a COPY's rows, measured out per table.
+
+    ``work(seconds)`` does up to that much (the engine reads its source ahead: ``halodb.sync.
+    prefetch.ReadInGaps``). How long is learnt from the table's last COPY: if the server was still
+    busy when the work ended, the next gap lasts as long as the server was busy; if not, it is cut
+    by a quarter. Gaps that the server does not fill waste the work's time on the critical path;
+    a first load's users COPY needed about 4 ms a batch here, its links COPY about 12 ms."""
+
+    #: The first gap of a table, before anything is learnt, in seconds.
+    FIRST = 0.005
+    #: A wait this short after the work means the server was done before it.
+    IDLE = 0.0005
+
+    def __init__(self, work: Callable[[float], None]):
+        self._work = work
+        self._busy: dict[str, float] = {}
+
+    def fill(self, table: str) -> float:
+        """Run the work for this table's gap; how long it ran."""
+        started = time.monotonic()
+        token = _gaps.set(None)  # a COPY made by the work itself must not call it again
+        try:
+            self._work(self._busy.get(table, self.FIRST))
+        finally:
+            _gaps.reset(token)
+        return time.monotonic() - started
+
+    def learn(self, table: str, worked: float, waited: float) -> None:
+        """What the COPY's end took after ``worked`` seconds of work: ``waited`` seconds."""
+        self._busy[table] = worked + waited if waited > self.IDLE else worked * 0.75
+
+
+_gaps: ContextVar[Gaps | None] = ContextVar("halodb_bulk_gaps", default=None)
 
 
 @contextmanager
-def meanwhile(work: Callable[[], None]) -> Iterator[None]:
-    """Inside this block, every PostgreSQL COPY calls ``work`` once its rows are written (psycopg
-    has sent all but its last 32 KiB buffer) and before it ends the COPY and waits for the server
-    to finish storing them, so the client computes while the server works. ``work`` must not
-    raise and should be brief: it runs inside the COPY statement (the engine reads its source
-    ahead here, ``halodb.sync.prefetch.ReadInGaps``)."""
-    token = _meanwhile.set(work)
+def meanwhile(work: Callable[[float], None]) -> Iterator[None]:
+    """Inside this block, every PostgreSQL COPY calls ``work(seconds)`` once its rows are written
+    (psycopg has sent all but its last 32 KiB buffer) and before it ends the COPY and waits for
+    the server to finish storing them, so the client computes while the server works (``Gaps``).
+    ``work`` must not raise and should keep to its time: it runs inside the COPY statement."""
+    token = _gaps.set(Gaps(work))
     try:
         yield
     finally:
-        _meanwhile.reset(token)
+        _gaps.reset(token)
 
 
 def copy_text(value: Any) -> Any:
@@ -86,18 +119,18 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
     if not conn.in_transaction():
         conn.begin()  # SQLAlchemy must know of the transaction the COPY opens, or commit() skips it
     raw = conn.connection.driver_connection
+    gaps = _gaps.get()
     try:
-        with raw.cursor() as cur, cur.copy(sql) as copy:
-            write = copy.write_row
-            for row in values:
-                write(row)
-            work = _meanwhile.get()
-            if work is not None:
-                token = _meanwhile.set(None)  # a COPY made by the work itself must not call it again
-                try:
-                    work()
-                finally:
-                    _meanwhile.reset(token)
+        with raw.cursor() as cur:
+            with cur.copy(sql) as copy:
+                write = copy.write_row
+                for row in values:
+                    write(row)
+                if gaps is not None:
+                    worked = gaps.fill(table.name)
+                    ending = time.monotonic()
+            if gaps is not None:
+                gaps.learn(table.name, worked, time.monotonic() - ending)
     except psycopg.Error as err:
         # The raw cursor raises the driver's own errors; wrapped as SQLAlchemy would wrap them,
         # the engine rolls the batch back, retries it if transient, and fails the entity cleanly.

@@ -55,7 +55,7 @@ def test_meanwhile_runs_once_inside_each_copy_while_it_is_still_open(halo):
         with halo.begin() as conn:
             pid = conn.connection.driver_connection.info.backend_pid
 
-            def work():
+            def work(seconds):
                 with admin.connect() as other:
                     seen.append(other.execute(text("SELECT command FROM pg_stat_progress_copy WHERE pid = :pid"), {"pid": pid}).scalar())
 
@@ -73,7 +73,7 @@ def test_meanwhile_runs_once_inside_each_copy_while_it_is_still_open(halo):
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_meanwhile_is_not_called_where_there_is_no_copy(halo):
     called = []
-    with halo.begin() as conn, bulk.meanwhile(lambda: called.append(1)):
+    with halo.begin() as conn, bulk.meanwhile(lambda seconds: called.append(1)):
         bulk.insert_values(conn, area, ["name"], [("Contoso",), ("Fabrikam",)])
     assert called == []
     with halo.connect() as conn:
@@ -99,7 +99,7 @@ def test_a_copy_made_by_the_work_itself_does_not_call_the_work_again(halo):
     try:
         with halo.begin() as conn, other.begin() as side:
 
-            def work():
+            def work(seconds):
                 seen.append("work")
                 bulk.insert_values(side, area, ["name"], [("Side",)])
 
@@ -110,3 +110,15 @@ def test_a_copy_made_by_the_work_itself_does_not_call_the_work_again(halo):
     assert seen == ["work"]
     with halo.connect() as conn:
         assert sorted(conn.execute(select(area.c.name)).scalars()) == ["Main", "Side"]
+
+
+def test_gaps_last_as_long_as_the_tables_last_copy_kept_the_server_busy():
+    budgets = []
+    gaps = bulk.Gaps(budgets.append)
+    gaps.fill("users")
+    gaps.learn("users", 0.004, 0.006)  # the server was still busy 6 ms after 4 ms of work
+    gaps.fill("users")
+    gaps.learn("users", 0.010, 0.0001)  # done before the work was: a quarter shorter next time
+    gaps.fill("users")
+    gaps.fill("halodb_link")  # each table learns on its own
+    assert budgets == [bulk.Gaps.FIRST, pytest.approx(0.010), pytest.approx(0.0075), bulk.Gaps.FIRST]

@@ -7,8 +7,8 @@ to overlap them, chosen by the engine per database:
 
 - ``ReadInGaps`` (PostgreSQL): the read stays in the engine's thread. Once a COPY's rows are
   written (psycopg has sent all but its last 32 KiB), the engine reads part of the next batch
-  (``read_ahead``, through ``bulk.meanwhile``) while PostgreSQL stores them, and only then finishes
-  the COPY. A thread does not overlap
+  (``read_ahead``, through ``bulk.meanwhile``) for about as long as PostgreSQL took to store the
+  table's last COPY, and only then finishes the COPY. A thread does not overlap
   here: psycopg waits in many short steps, and after each one the engine's thread must take the
   GIL back from a reader that is computing, up to the 5 ms switch interval each time. 50 COPYs
   of 2,000 rows took 0.51 s alone and 1.8 s beside a computing thread, and a 100,000-user first
@@ -84,7 +84,7 @@ class Prefetch(Generic[T, R]):
             except queue.Empty:
                 pass
 
-    def read_ahead(self) -> None:
+    def read_ahead(self, seconds: float) -> None:
         """Nothing to do: the thread reads ahead on its own."""
 
     def __iter__(self) -> Iterator[tuple[list[T], R]]:
@@ -126,15 +126,15 @@ class Prefetch(Generic[T, R]):
 
 class ReadInGaps(Generic[T, R]):
     """``(batch, work(part) + work(part) + …)`` for batches of ``size`` items, read in the calling
-    thread: on demand, and ahead of time whenever the caller calls ``read_ahead``.
+    thread: on demand, and ahead of time whenever the caller calls ``read_ahead`` (from inside a
+    COPY, through ``bulk.meanwhile``, for as long as the server stores its rows).
 
     ``work`` maps a list of items to a list of results, one per item (the record hashes), so a
     batch read in parts is worked on in parts. Use it as a context manager so the source is
     closed whatever happens."""
 
-    def __init__(self, items: Iterable[T], size: int, work: Callable[[list[T]], list[R]], ahead: int | None = None):
+    def __init__(self, items: Iterable[T], size: int, work: Callable[[list[T]], list[R]]):
         self._items_in, self._size, self._work = iter(items), size, work
-        self._ahead = ahead or max(1, size // 2)  # a first load's batch runs two COPYs
         self._batch: list[T] = []
         self._results: list[R] = []
         self._ended = False
@@ -151,8 +151,9 @@ class ReadInGaps(Generic[T, R]):
             except Exception as err:  # the run's outcome is decided; say so, do not mask it
                 log.warning("closing the source failed: %s", err)
 
-    def read_ahead(self) -> None:
-        """Read up to ``ahead`` more items of the next batch, for at most ``GAP_TIME`` seconds.
+    def read_ahead(self, seconds: float) -> None:
+        """Read more of the next batch for about ``seconds`` (never past ``GAP_TIME``), at most up to
+        one batch ahead.
 
         The caller is inside a statement: a source that waits (a slow remote view, a network page)
         must neither hold it open into a ``statement_timeout`` nor keep its locks for the source's
@@ -160,7 +161,7 @@ class ReadInGaps(Generic[T, R]):
         (or ``work``) raises is kept and raised where that batch is taken, never here: the write
         must not fail for the source's sake."""
         try:
-            self._read(self._ahead, deadline=time.monotonic() + GAP_TIME)
+            self._read(self._size, deadline=time.monotonic() + min(seconds, GAP_TIME))
         except Exception as err:
             self._error = err
 

@@ -661,6 +661,7 @@ def test_the_source_is_read_ahead_while_the_database_stores_a_batch(halo, monkey
     if halo.dialect.name == "postgresql":
         assert threads == {threading.current_thread().name}
         start, end = events.index(("copy", "users")), events.index(("copied", "users"))
-        assert [e[1] for e in events[start:end] if e[0] == "read"] == [4, 5]  # half the next batch
+        in_gap = [e[1] for e in events[start:end] if e[0] == "read"]
+        assert in_gap and in_gap == list(range(4, 4 + len(in_gap)))  # the next batch, from its start
     else:
         assert threads == {"halodb-source"}

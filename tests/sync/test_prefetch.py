@@ -116,11 +116,36 @@ def test_gaps_an_empty_source_gives_no_batch():
         assert list(source) == []
 
 
-def test_gaps_read_ahead_reads_part_of_the_next_batch_and_never_more_than_one_batch():
+class Clock:
+    """A clock that the test source moves: one second per item it yields."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from types import SimpleNamespace
+
+    import halodb.sync.prefetch as prefetch
+
+    fake = Clock()
+    monkeypatch.setattr(prefetch, "time", SimpleNamespace(monotonic=fake.monotonic))
+    return fake
+
+
+def test_gaps_read_ahead_reads_for_the_time_given_and_never_more_than_one_batch(clock, monkeypatch):
+    import halodb.sync.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "GAP_TIME", 100.0)
     read, parts = [], []
 
     def items():
         for i in range(10):
+            clock.now += 1.0
             read.append(i)
             yield i
 
@@ -128,17 +153,38 @@ def test_gaps_read_ahead_reads_part_of_the_next_batch_and_never_more_than_one_ba
         parts.append(list(part))
         return tens(part)
 
-    with ReadInGaps(items(), 4, work, ahead=3) as source:
+    with ReadInGaps(items(), 4, work) as source:
         batches = iter(source)
         assert next(batches) == ([0, 1, 2, 3], [0, 10, 20, 30])
-        source.read_ahead()
-        assert read == [0, 1, 2, 3, 4, 5, 6]  # three of the next batch, in this thread
-        source.read_ahead()
-        source.read_ahead()
+        source.read_ahead(2.5)
+        assert read == [0, 1, 2, 3, 4, 5, 6]  # the item that came after 2.5 s ends the gap
+        source.read_ahead(0.01)
+        source.read_ahead(0.01)
         assert read == [0, 1, 2, 3, 4, 5, 6, 7]  # the next batch is full: nothing beyond it
         assert next(batches) == ([4, 5, 6, 7], [40, 50, 60, 70])
         assert list(batches) == [([8, 9], [80, 90])]
     assert parts == [[0, 1, 2, 3], [4, 5, 6], [7], [8, 9]]
+
+
+def test_gaps_no_gap_reads_longer_than_gap_time(clock, monkeypatch):
+    # The caller is inside a COPY statement: a source that waits must not hold it open.
+    import halodb.sync.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "GAP_TIME", 1.5)
+    read = []
+
+    def items():
+        for i in range(6):
+            clock.now += 1.0
+            read.append(i)
+            yield i
+
+    with ReadInGaps(items(), 3, tens) as source:
+        batches = iter(source)
+        next(batches)
+        source.read_ahead(100.0)
+        assert read == [0, 1, 2, 3, 4]
+        assert list(batches) == [([3, 4, 5], [30, 40, 50])]  # the rest is read on demand
 
 
 def test_gaps_what_the_source_raises_while_reading_ahead_is_raised_where_the_batch_would_come():
@@ -150,7 +196,7 @@ def test_gaps_what_the_source_raises_while_reading_ahead_is_raised_where_the_bat
     with pytest.raises(ValueError, match="page 2 unreadable"), ReadInGaps(items(), 2, tens) as source:
         for batch, _ in source:
             got.append(batch)
-            source.read_ahead()  # must not raise: the caller is in the middle of a write
+            source.read_ahead(1.0)  # must not raise: the caller is in the middle of a write
     assert got == [[1, 2]]  # the half-read batch before the error is dropped, as with Prefetch
 
 
@@ -161,11 +207,11 @@ def test_gaps_work_that_fails_is_raised_where_the_batch_would_come():
         return tens(part)
 
     got = []
-    with pytest.raises(TypeError, match="cannot hash"), ReadInGaps(range(5), 2, work, ahead=1) as source:
+    with pytest.raises(TypeError, match="cannot hash"), ReadInGaps(range(5), 2, work) as source:
         for batch, _ in source:
             got.append(batch)
-            source.read_ahead()
-            source.read_ahead()
+            source.read_ahead(1.0)
+            source.read_ahead(1.0)
     assert got == [[0, 1]]
 
 
@@ -182,33 +228,10 @@ def test_gaps_a_caller_that_stops_early_closes_the_source_and_read_no_further():
 
     with pytest.raises(RuntimeError), ReadInGaps(items(), 10, tens) as source:
         for _ in source:
-            source.read_ahead()
+            source.read_ahead(1.0)
             raise RuntimeError("the batch failed")
     assert closed == [True]
-    assert len(read) == 15  # the batch taken and half of the next one
-
-
-def test_gaps_read_ahead_stops_at_its_deadline_and_the_rest_is_read_on_demand(monkeypatch):
-    # The caller is inside a COPY statement: a source that waits must not hold it open.
-    import time
-
-    import halodb.sync.prefetch as prefetch
-
-    monkeypatch.setattr(prefetch, "GAP_TIME", 0.05)
-    read = []
-
-    def items():
-        for i in range(6):
-            time.sleep(0.03)
-            read.append(i)
-            yield i
-
-    with ReadInGaps(items(), 3, tens, ahead=3) as source:
-        batches = iter(source)
-        assert next(batches) == ([0, 1, 2], [0, 10, 20])
-        source.read_ahead()
-        assert read == [0, 1, 2, 3, 4]  # the item that came after 0.05 s ends the gap
-        assert list(batches) == [([3, 4, 5], [30, 40, 50])]
+    assert len(read) == 20  # the batch taken and the next one, at most
 
 
 def test_gaps_read_ahead_itself_never_raises():
@@ -219,7 +242,7 @@ def test_gaps_read_ahead_itself_never_raises():
     with ReadInGaps(items(), 2, tens) as source:
         batches = iter(source)
         assert next(batches) == ([1, 2], [10, 20])
-        source.read_ahead()  # returns normally: the error waits for the next batch
-        source.read_ahead()
+        source.read_ahead(1.0)  # returns normally: the error waits for the next batch
+        source.read_ahead(1.0)
         with pytest.raises(ValueError, match="page 2 unreadable"):
             next(batches)
