@@ -25,34 +25,45 @@ from sqlalchemy.exc import DBAPIError
 class Gaps:
     """Work to do while PostgreSQL stores a COPY's rows, measured out per table.
 
-    ``work(seconds)`` does up to that much (the engine reads its source ahead: ``halodb.sync.
-    prefetch.ReadInGaps``). How long is learnt from the table's last COPY: if the server was still
-    busy when the work ended, the next gap lasts as long as the server was busy; if not, it is cut
-    by a quarter. Gaps that the server does not fill waste the work's time on the critical path;
-    a first load's users COPY needed about 4 ms a batch here, its links COPY about 12 ms."""
+    ``work(seconds)`` does about that much (the engine reads its source ahead: ``halodb.sync.
+    prefetch.ReadInGaps``). How much is learnt from the table's last COPY: if its end still had to
+    wait for the server, the next gap is stretched so that the work would have lasted that long;
+    if not, the server was done first and the next gap is a quarter shorter. Work in a gap the
+    server does not fill lengthens the run: a first load's users COPY needed about 4 ms a batch
+    here, its links COPY about 12 ms. Ending a COPY costs a round trip even when the server has
+    nothing left to do, so a wait counts only beyond the shortest one seen (a remote server's
+    round trip would otherwise look like a busy server every time)."""
 
-    #: The first gap of a table, before anything is learnt, in seconds.
-    FIRST = 0.005
-    #: A wait this short after the work means the server was done before it.
-    IDLE = 0.0005
+    #: The first gap of a table, before anything is learnt, and the longest, in seconds.
+    FIRST, LONGEST = 0.005, 0.05
+    #: A wait this much longer than the shortest seen means the server was still busy.
+    BUSY = 0.0005
 
     def __init__(self, work: Callable[[float], None]):
         self._work = work
-        self._busy: dict[str, float] = {}
+        self._gap: dict[str, float] = {}
+        self._shortest_wait = float("inf")
 
-    def fill(self, table: str) -> float:
-        """Run the work for this table's gap; how long it ran."""
+    def fill(self, table: str) -> tuple[float, float]:
+        """Run the work for this table's gap: (the time it was given, the time it took)."""
+        given = self._gap.get(table, self.FIRST)
         started = time.monotonic()
         token = _gaps.set(None)  # a COPY made by the work itself must not call it again
         try:
-            self._work(self._busy.get(table, self.FIRST))
+            self._work(given)
         finally:
             _gaps.reset(token)
-        return time.monotonic() - started
+        return given, time.monotonic() - started
 
-    def learn(self, table: str, worked: float, waited: float) -> None:
-        """What the COPY's end took after ``worked`` seconds of work: ``waited`` seconds."""
-        self._busy[table] = worked + waited if waited > self.IDLE else worked * 0.75
+    def learn(self, table: str, given: float, worked: float, waited: float) -> None:
+        """The COPY's end waited ``waited`` seconds after a gap given ``given`` that took ``worked``."""
+        self._shortest_wait = min(self._shortest_wait, waited)
+        busy = waited - self._shortest_wait
+        if busy > self.BUSY and worked > 0:
+            gap = given * (worked + busy) / worked  # the work overran its time by as much as before
+        else:
+            gap = given * 0.75
+        self._gap[table] = min(gap, self.LONGEST)
 
 
 _gaps: ContextVar[Gaps | None] = ContextVar("halodb_bulk_gaps", default=None)
@@ -61,8 +72,8 @@ _gaps: ContextVar[Gaps | None] = ContextVar("halodb_bulk_gaps", default=None)
 @contextmanager
 def meanwhile(work: Callable[[float], None]) -> Iterator[None]:
     """Inside this block, every PostgreSQL COPY calls ``work(seconds)`` once its rows are written
-    (psycopg has sent all but its last 32 KiB buffer) and before it ends the COPY and waits for
-    the server to finish storing them, so the client computes while the server works (``Gaps``).
+    (psycopg holds back at most its last 32 KiB buffer, libpq perhaps more when the socket is
+    full) and before it ends the COPY and waits for the server to finish storing them, so the client computes while the server works (``Gaps``).
     ``work`` must not raise and should keep to its time: it runs inside the COPY statement."""
     token = _gaps.set(Gaps(work))
     try:
@@ -120,6 +131,7 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
         conn.begin()  # SQLAlchemy must know of the transaction the COPY opens, or commit() skips it
     raw = conn.connection.driver_connection
     gaps = _gaps.get()
+    gap = None
     try:
         with raw.cursor() as cur:
             with cur.copy(sql) as copy:
@@ -127,10 +139,10 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
                 for row in values:
                     write(row)
                 if gaps is not None:
-                    worked = gaps.fill(table.name)
-                    ending = time.monotonic()
-            if gaps is not None:
-                gaps.learn(table.name, worked, time.monotonic() - ending)
+                    gap = (*gaps.fill(table.name), time.monotonic())
+            if gap is not None:
+                given, worked, ending = gap
+                gaps.learn(table.name, given, worked, time.monotonic() - ending)
     except psycopg.Error as err:
         # The raw cursor raises the driver's own errors; wrapped as SQLAlchemy would wrap them,
         # the engine rolls the batch back, retries it if transient, and fails the entity cleanly.

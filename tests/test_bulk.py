@@ -112,13 +112,34 @@ def test_a_copy_made_by_the_work_itself_does_not_call_the_work_again(halo):
         assert sorted(conn.execute(select(area.c.name)).scalars()) == ["Main", "Side"]
 
 
-def test_gaps_last_as_long_as_the_tables_last_copy_kept_the_server_busy():
-    budgets = []
-    gaps = bulk.Gaps(budgets.append)
+def test_gaps_stretch_while_the_server_was_busy_and_shrink_when_it_was_not():
+    given = []
+    gaps = bulk.Gaps(given.append)
     gaps.fill("users")
-    gaps.learn("users", 0.004, 0.006)  # the server was still busy 6 ms after 4 ms of work
+    gaps.learn("users", bulk.Gaps.FIRST, worked=0.006, waited=0.0002)  # the server was done first
     gaps.fill("users")
-    gaps.learn("users", 0.010, 0.0001)  # done before the work was: a quarter shorter next time
+    gaps.learn("users", 0.00375, worked=0.004, waited=0.0062)  # still busy 6 ms beyond the shortest wait
+    gaps.fill("users")
+    gaps.learn("users", 0.009375, worked=0.01, waited=0.5)  # a long wait: stretched only to LONGEST
     gaps.fill("users")
     gaps.fill("halodb_link")  # each table learns on its own
-    assert budgets == [bulk.Gaps.FIRST, pytest.approx(0.010), pytest.approx(0.0075), bulk.Gaps.FIRST]
+    assert given == [bulk.Gaps.FIRST, pytest.approx(0.00375), pytest.approx(0.009375), bulk.Gaps.LONGEST, bulk.Gaps.FIRST]
+
+
+def test_gaps_do_not_take_a_remote_servers_round_trip_for_a_busy_server():
+    # Ending a COPY always waits a round trip; 2 ms on every COPY is the network, not the server.
+    given = []
+    gaps = bulk.Gaps(given.append)
+    for _ in range(3):
+        gaps.fill("users")
+        gaps.learn("users", given[-1], worked=0.005, waited=0.002)
+    assert given == [bulk.Gaps.FIRST, pytest.approx(0.00375), pytest.approx(0.0028125)]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_each_copy_learns_the_gap_of_the_next_one_on_its_table(halo):
+    given = []
+    with halo.begin() as conn, bulk.meanwhile(given.append):
+        for _ in range(2):
+            bulk.insert_values(conn, area, ["name"], [(f"Client {i}",) for i in range(200)])
+    assert given[0] == bulk.Gaps.FIRST and given[1] != bulk.Gaps.FIRST  # learnt from the first COPY

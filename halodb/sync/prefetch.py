@@ -157,9 +157,11 @@ class ReadInGaps(Generic[T, R]):
 
         The caller is inside a statement: a source that waits (a slow remote view, a network page)
         must neither hold it open into a ``statement_timeout`` nor keep its locks for the source's
-        sake, so the read stops at the first item that comes after the deadline. What the source
-        (or ``work``) raises is kept and raised where that batch is taken, never here: the write
-        must not fail for the source's sake."""
+        sake, so the read stops at the first item that comes after the deadline. One item that is
+        slow to come (a page fetched on demand) still comes inside the statement; a spooled
+        source (Azure AD) fetches everything before its first item, outside any COPY. What the
+        source (or ``work``) raises is kept and raised where that batch is taken, never here: the
+        write must not fail for the source's sake. At least one item is read."""
         try:
             self._read(self._size, deadline=time.monotonic() + min(seconds, GAP_TIME))
         except Exception as err:

@@ -246,3 +246,19 @@ def test_gaps_read_ahead_itself_never_raises():
         source.read_ahead(1.0)
         with pytest.raises(ValueError, match="page 2 unreadable"):
             next(batches)
+
+
+def test_gaps_a_gap_with_no_time_left_still_reads_one_item(clock):
+    read = []
+
+    def items():
+        for i in range(4):
+            clock.now += 1.0
+            read.append(i)
+            yield i
+
+    with ReadInGaps(items(), 2, tens) as source:
+        batches = iter(source)
+        next(batches)
+        source.read_ahead(0.0)
+        assert read == [0, 1, 2]
