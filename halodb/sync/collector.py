@@ -10,8 +10,9 @@ collector switched off.
 
 Almost all of the engine's garbage is freed by reference counting the moment a batch ends; the
 collector is only needed for cycles, so collecting them 70 times less often costs a few MB at
-most. The setting is process-wide, so it is raised by the first run that starts and put back by
-the last one that ends (runs may overlap in threads).
+most, provided the young generations are still collected at every batch end (``batch_done``).
+The setting is process-wide, so it is raised by the first run that starts and put back by the
+last one that ends (runs may overlap in threads).
 """
 
 from __future__ import annotations
@@ -27,6 +28,19 @@ RUN_THRESHOLD = 50_000
 _lock = threading.Lock()
 _active = 0
 _saved: tuple[int, int, int] | None = None
+
+
+def batch_done() -> None:
+    """Collect the young generations at the end of a batch, when its garbage is dead.
+
+    Some of it is cyclic: SQLAlchemy's statement objects for a lookup hold on to its 2,000 keys
+    in a cycle, one per batch once a run asks the database for its links. Left to the raised
+    threshold, those cycles reached the oldest generation and waited for a full collection: a
+    1,000,000-user first load peaked at 183 MiB against 90 MiB at 100,000 users (400,000 users:
+    125 MiB, or 106 MiB collected at every batch end). Collecting generations 0 and 1 here costs
+    no measurable time (W1 1.81 s against 1.83 s, medians of 5, interleaved)."""
+    if gc.isenabled() and gc.get_threshold()[0]:
+        gc.collect(1)
 
 
 @contextmanager

@@ -36,7 +36,7 @@ from halodb.state import cursors, links, quarantine, runs
 from halodb.state.changes import Change, summary
 from halodb.state.tables import quarantine as quarantine_table
 from halodb.sync.adoption import MatchIndex, still_matches
-from halodb.sync.collector import fewer_collections
+from halodb.sync import collector
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
 from halodb.sync.prefetch import Prefetch, ReadInGaps
 from halodb.sync.report import SHOWN, EntityReport
@@ -164,7 +164,7 @@ class SyncEngine:
         with self.engine.begin() as conn:
             report.run_id = runs.start(conn, self.instance, entity.scope, self.clock(), dry_run=self.dry_run, halo_table=entity.repository.audit_name)
         try:
-            with fewer_collections(), self.engine.connect() as conn:
+            with collector.fewer_collections(), self.engine.connect() as conn:
                 try:
                     self._sync(conn, entity, report, heartbeat or (lambda: None))
                 finally:
@@ -200,6 +200,7 @@ class SyncEngine:
         with reader as source, bulk.meanwhile(source.read_ahead):
             for batch, digests in source:
                 self._with_retry(conn, lambda: self._batch(conn, entity, state, batch, digests), state)
+                collector.batch_done()
                 written = report.created + report.updated
                 if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run and state.lookup.reads_database:
                     # Each time the links written double: a handful of ANALYZEs per load, and the

@@ -70,3 +70,34 @@ def test_automatic_collection_turned_off_by_the_application_stays_off():
     with fewer_collections():
         assert gc.get_threshold()[0] == 0
     assert gc.get_threshold()[0] == 0
+
+
+class _Cycle:
+    def __init__(self):
+        self.me = self  # freed only by the cyclic collector
+
+
+def test_cyclic_garbage_of_a_batch_is_collected_when_the_batch_ends(halo):
+    # Under the raised threshold a small run never triggers a collection on its own; the engine
+    # collects the young generations after every batch, so cycles made per batch do not pile up.
+    # The source reads up to a few batches ahead of the writes (4 records at most in a thread,
+    # batches of 2), so it looks only at the cycles it made 8 records earlier.
+    import weakref
+
+    from halodb.sync.engine import Limits
+
+    _, site_id = add_client_with_site(halo)
+    cycles, alive_late = [], []
+
+    def source(ctx):
+        for record in user_records(16, site_id):
+            alive_late.extend(ref() is not None for ref in cycles[:-8])
+            cycle = _Cycle()
+            cycles.append(weakref.ref(cycle))
+            del cycle
+            yield record
+
+    gc.collect()
+    report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=2)).run(users_entity(source))
+    assert report.status == "ok" and report.created == 16
+    assert alive_late and not any(alive_late)
