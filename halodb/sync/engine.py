@@ -375,10 +375,11 @@ class SyncEngine:
             report.add_quarantine([(r.key, reason) for r, reason in bad])
             for r, reason in bad:
                 log.warning("%s: quarantined %s: %s", entity.label, r.key, reason)
-        released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
-        if released:
-            quarantine.release(conn, scope, released)
-            waiting.difference_update(released)
+        if waiting:  # records of this batch that sat in quarantine and came through this time
+            released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
+            if released:
+                quarantine.release(conn, scope, released)
+                waiting.difference_update(released)
         change_log.write(conn, report.run_id, log_rows)
         # Updates and adoptions first: a dry run of a big batch must still show them.
         report.add_changes(log_rows)
