@@ -182,8 +182,8 @@ def _f(value, fmt="{:.2f}") -> str:
     return "n/a" if value is None else fmt.format(value)
 
 
-def _ratio(a, b) -> str:
-    return "n/a" if a is None or b is None or not b else f"{a / b:.1f}×"
+def _ratio(a, b, digits: int = 1) -> str:
+    return "n/a" if a is None or b is None or not b else f"{a / b:.{digits}f}×"
 
 
 def checks(results: dict, n: int) -> list[str]:
@@ -230,10 +230,12 @@ def table(results: dict) -> list[str]:
             naive = by_m.get("naive", {}).get("seconds")
             dl = by_m.get("dlt", {})
             hs = h.get("seconds")
+            if workload == "W2D":  # it reads nothing new: neither a rate nor a ratio to a load
+                lim = None
             lines.append(
                 f"| {backend} | {workload} {DESCRIPTION[workload]} | {h.get('n', 0):,} | {_f(hs)} | "
-                f"{_f(h['n'] / hs if hs else None, '{:,.0f}')} | {_f(h.get('peak_rss_mib'), '{:.0f}')} | "
-                f"{_f(lim)} | {_ratio(hs, lim)} | {_f(naive)}{'*' if by_m.get('naive', {}).get('extrapolated') else ''} | "
+                f"{_f(h['n'] / hs if hs and workload != 'W2D' else None, '{:,.0f}')} | {_f(h.get('peak_rss_mib'), '{:.0f}')} | "
+                f"{_f(lim)} | {_ratio(hs, lim, 2)} | {_f(naive)}{'*' if by_m.get('naive', {}).get('extrapolated') else ''} | "
                 f"{_ratio(naive, hs)} | {dl.get('na') and 'n/a' or _f(dl.get('seconds'))} | {_ratio(dl.get('seconds'), hs)} | "
                 f"{_f(dl.get('peak_rss_mib'), '{:.0f}')} |"
             )
