@@ -117,13 +117,20 @@ def test_gaps_an_empty_source_gives_no_batch():
 
 
 class Clock:
-    """A clock that the test source moves: one second per item it yields."""
+    """A fake clock, and a source that takes one second of it per item (``read`` lists them)."""
 
     def __init__(self):
         self.now = 0.0
+        self.read = []
 
     def monotonic(self):
         return self.now
+
+    def items(self, count):
+        for i in range(count):
+            self.now += 1.0
+            self.read.append(i)
+            yield i
 
 
 @pytest.fixture
@@ -141,26 +148,20 @@ def test_gaps_read_ahead_reads_for_the_time_given_and_never_more_than_one_batch(
     import halodb.sync.prefetch as prefetch
 
     monkeypatch.setattr(prefetch, "GAP_TIME", 100.0)
-    read, parts = [], []
-
-    def items():
-        for i in range(10):
-            clock.now += 1.0
-            read.append(i)
-            yield i
+    parts = []
 
     def work(part):
         parts.append(list(part))
         return tens(part)
 
-    with ReadInGaps(items(), 4, work) as source:
+    with ReadInGaps(clock.items(10), 4, work) as source:
         batches = iter(source)
         assert next(batches) == ([0, 1, 2, 3], [0, 10, 20, 30])
         source.read_ahead(2.5)
-        assert read == [0, 1, 2, 3, 4, 5, 6]  # the item that came after 2.5 s ends the gap
+        assert clock.read == [0, 1, 2, 3, 4, 5, 6]  # the item that came after 2.5 s ends the gap
         source.read_ahead(0.01)
         source.read_ahead(0.01)
-        assert read == [0, 1, 2, 3, 4, 5, 6, 7]  # the next batch is full: nothing beyond it
+        assert clock.read == [0, 1, 2, 3, 4, 5, 6, 7]  # the next batch is full: nothing beyond it
         assert next(batches) == ([4, 5, 6, 7], [40, 50, 60, 70])
         assert list(batches) == [([8, 9], [80, 90])]
     assert parts == [[0, 1, 2, 3], [4, 5, 6], [7], [8, 9]]
@@ -171,19 +172,11 @@ def test_gaps_no_gap_reads_longer_than_gap_time(clock, monkeypatch):
     import halodb.sync.prefetch as prefetch
 
     monkeypatch.setattr(prefetch, "GAP_TIME", 1.5)
-    read = []
-
-    def items():
-        for i in range(6):
-            clock.now += 1.0
-            read.append(i)
-            yield i
-
-    with ReadInGaps(items(), 3, tens) as source:
+    with ReadInGaps(clock.items(6), 3, tens) as source:
         batches = iter(source)
         next(batches)
         source.read_ahead(100.0)
-        assert read == [0, 1, 2, 3, 4]
+        assert clock.read == [0, 1, 2, 3, 4]
         assert list(batches) == [([3, 4, 5], [30, 40, 50])]  # the rest is read on demand
 
 
@@ -249,16 +242,8 @@ def test_gaps_read_ahead_itself_never_raises():
 
 
 def test_gaps_a_gap_with_no_time_left_still_reads_one_item(clock):
-    read = []
-
-    def items():
-        for i in range(4):
-            clock.now += 1.0
-            read.append(i)
-            yield i
-
-    with ReadInGaps(items(), 2, tens) as source:
+    with ReadInGaps(clock.items(4), 2, tens) as source:
         batches = iter(source)
         next(batches)
         source.read_ahead(0.0)
-        assert read == [0, 1, 2]
+        assert clock.read == [0, 1, 2]
