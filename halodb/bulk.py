@@ -73,8 +73,10 @@ _gaps: ContextVar[Gaps | None] = ContextVar("halodb_bulk_gaps", default=None)
 def meanwhile(work: Callable[[float], None]) -> Iterator[None]:
     """Inside this block, every PostgreSQL COPY calls ``work(seconds)`` once its rows are written
     (psycopg holds back at most its last 32 KiB buffer, libpq perhaps more when the socket is
-    full) and before it ends the COPY and waits for the server to finish storing them, so the client computes while the server works (``Gaps``).
-    ``work`` must not raise and should keep to its time: it runs inside the COPY statement."""
+    full) and before it ends the COPY and waits for the server to finish storing them, so the
+    client computes while the server works (``Gaps``). ``work`` must not raise and should keep to
+    its time, never more than ``Gaps.LONGEST``: it runs inside the COPY statement, which a slow
+    read must not hold open into a ``statement_timeout``."""
     token = _gaps.set(Gaps(work))
     try:
         yield

@@ -35,8 +35,8 @@ from halodb.state import changes as change_log
 from halodb.state import cursors, links, quarantine, runs
 from halodb.state.changes import Change, summary
 from halodb.state.tables import quarantine as quarantine_table
-from halodb.sync.adoption import MatchIndex, still_matches
 from halodb.sync import collector
+from halodb.sync.adoption import MatchIndex, still_matches
 from halodb.sync.entity import Entity, ReadContext, SourceRecord
 from halodb.sync.prefetch import Prefetch, ReadInGaps
 from halodb.sync.report import SHOWN, EntityReport

@@ -45,9 +45,6 @@ _DONE = object()
 #: How long a run that ends waits for the source's thread to stop, in seconds.
 STOP_WAIT = 10.0
 
-#: ``ReadInGaps``: how long one gap may read, in seconds, checked after each record. A first
-#: load's gap reads 1,000 synthetic records and hashes them in about 6 ms.
-GAP_TIME = 0.05
 
 
 class _Failed:
@@ -152,18 +149,18 @@ class ReadInGaps(Generic[T, R]):
                 log.warning("closing the source failed: %s", err)
 
     def read_ahead(self, seconds: float) -> None:
-        """Read more of the next batch for about ``seconds`` (never past ``GAP_TIME``), at most up to
-        one batch ahead.
+        """Read more of the next batch for about ``seconds``, at most up to one batch ahead.
 
-        The caller is inside a statement: a source that waits (a slow remote view, a network page)
-        must neither hold it open into a ``statement_timeout`` nor keep its locks for the source's
-        sake, so the read stops at the first item that comes after the deadline. One item that is
-        slow to come (a page fetched on demand) still comes inside the statement; a spooled
-        source (Azure AD) fetches everything before its first item, outside any COPY. What the
-        source (or ``work``) raises is kept and raised where that batch is taken, never here: the
-        write must not fail for the source's sake. At least one item is read."""
+        The caller is inside a statement (``bulk.Gaps`` gives at most 50 ms): a source that waits
+        (a slow remote view, a network page) must neither hold it open into a
+        ``statement_timeout`` nor keep its locks for the source's sake, so the read stops at the
+        first item that comes after the deadline. One item that is slow to come (a page fetched
+        on demand) still comes inside the statement; a spooled source (Azure AD) fetches
+        everything before its first item, outside any COPY. What the source (or ``work``) raises
+        is kept and raised where that batch is taken, never here: the write must not fail for the
+        source's sake. At least one item is read."""
         try:
-            self._read(self._size, deadline=time.monotonic() + min(seconds, GAP_TIME))
+            self._read(self._size, deadline=time.monotonic() + seconds)
         except Exception as err:
             self._error = err
 

@@ -144,10 +144,7 @@ def clock(monkeypatch):
     return fake
 
 
-def test_gaps_read_ahead_reads_for_the_time_given_and_never_more_than_one_batch(clock, monkeypatch):
-    import halodb.sync.prefetch as prefetch
-
-    monkeypatch.setattr(prefetch, "GAP_TIME", 100.0)
+def test_gaps_read_ahead_reads_for_the_time_given_and_never_more_than_one_batch(clock):
     parts = []
 
     def work(part):
@@ -167,17 +164,14 @@ def test_gaps_read_ahead_reads_for_the_time_given_and_never_more_than_one_batch(
     assert parts == [[0, 1, 2, 3], [4, 5, 6], [7], [8, 9]]
 
 
-def test_gaps_no_gap_reads_longer_than_gap_time(clock, monkeypatch):
+def test_gaps_a_read_stops_at_the_first_item_past_its_time_and_the_rest_comes_on_demand(clock):
     # The caller is inside a COPY statement: a source that waits must not hold it open.
-    import halodb.sync.prefetch as prefetch
-
-    monkeypatch.setattr(prefetch, "GAP_TIME", 1.5)
     with ReadInGaps(clock.items(6), 3, tens) as source:
         batches = iter(source)
         next(batches)
-        source.read_ahead(100.0)
+        source.read_ahead(1.5)
         assert clock.read == [0, 1, 2, 3, 4]
-        assert list(batches) == [([3, 4, 5], [30, 40, 50])]  # the rest is read on demand
+        assert list(batches) == [([3, 4, 5], [30, 40, 50])]
 
 
 def test_gaps_what_the_source_raises_while_reading_ahead_is_raised_where_the_batch_would_come():
