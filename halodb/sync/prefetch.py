@@ -6,7 +6,7 @@ computing records (parsing, hashing). Run one after the other, each waits for th
 to overlap them, chosen by the engine per database:
 
 - ``ReadInGaps`` (PostgreSQL): the read stays in the engine's thread. Once a COPY's rows are
-  written (psycopg has sent all but its last 32 KiB), the engine reads part of the next batch
+  written (psycopg holds back at most its last 32 KiB), the engine reads part of the next batch
   (``read_ahead``, through ``bulk.meanwhile``) for about as long as PostgreSQL took to store the
   table's last COPY, and only then finishes the COPY. A thread does not overlap
   here: psycopg waits in many short steps, and after each one the engine's thread must take the
@@ -105,12 +105,7 @@ class Prefetch(Generic[T, R]):
         except BaseException as err:  # handed to the calling thread, which decides
             self._put(_Failed(err))
         finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                try:
-                    close()  # a generator's finally blocks (temporary files, connections) run here
-                except Exception as err:  # the run's outcome is decided; say so, do not crash the thread
-                    log.warning("closing the source failed: %s", err)
+            _close(it)
 
     def _put(self, item: object) -> None:
         while not self._stop.is_set():
@@ -141,12 +136,7 @@ class ReadInGaps(Generic[T, R]):
         return self
 
     def __exit__(self, *exc) -> None:
-        close = getattr(self._items_in, "close", None)
-        if close is not None:
-            try:
-                close()  # a generator's finally blocks (temporary files, connections) run here
-            except Exception as err:  # the run's outcome is decided; say so, do not mask it
-                log.warning("closing the source failed: %s", err)
+        _close(self._items_in)
 
     def read_ahead(self, seconds: float) -> None:
         """Read more of the next batch for about ``seconds``, at most up to one batch ahead.
@@ -159,18 +149,11 @@ class ReadInGaps(Generic[T, R]):
         everything before its first item, outside any COPY. What the source (or ``work``) raises
         is kept and raised where that batch is taken, never here: the write must not fail for the
         source's sake. At least one item is read."""
-        try:
-            self._read(self._size, deadline=time.monotonic() + seconds)
-        except Exception as err:
-            self._error = err
+        self._read(self._size, deadline=time.monotonic() + seconds)
 
     def __iter__(self) -> Iterator[tuple[list[T], list[R]]]:
         while True:
-            if self._error is None:
-                try:
-                    self._read(self._size)
-                except Exception as err:
-                    self._error = err
+            self._read(self._size)
             if self._error is not None:
                 raise self._error  # the part of a batch read before it is dropped, as in Prefetch
             if not self._batch:
@@ -180,21 +163,37 @@ class ReadInGaps(Generic[T, R]):
             yield batch, results
 
     def _read(self, count: int, deadline: float | None = None) -> None:
+        """Read up to ``count`` more items of the next batch (until ``deadline``, if given); what
+        the source or ``work`` raises is kept for ``__iter__`` to raise."""
         count = min(count, self._size - len(self._batch))
         if self._ended or self._error is not None or count <= 0:
             return
-        if deadline is None:
-            part = list(islice(self._items_in, count))
-            self._ended = len(part) < count
-        else:
-            part = []
-            for item in self._items_in:
-                part.append(item)
-                if len(part) == count or time.monotonic() >= deadline:
-                    break
+        try:
+            if deadline is None:
+                part = list(islice(self._items_in, count))
+                self._ended = len(part) < count
             else:
-                self._ended = True
-        if part:
-            results = self._work(part)
-            self._batch.extend(part)
-            self._results.extend(results)
+                part = []
+                for item in self._items_in:
+                    part.append(item)
+                    if len(part) == count or time.monotonic() >= deadline:
+                        break
+                else:
+                    self._ended = True
+            if part:
+                results = self._work(part)
+                self._batch.extend(part)
+                self._results.extend(results)
+        except Exception as err:
+            self._error = err
+
+
+def _close(items: Iterator) -> None:
+    """Close a source that can be closed: a generator's finally blocks (temporary files,
+    connections) run here. The run's outcome is decided by now, so a failure is logged, not raised."""
+    close = getattr(items, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as err:
+            log.warning("closing the source failed: %s", err)

@@ -9,6 +9,27 @@ import pytest
 from halodb.sync.prefetch import Prefetch, ReadInGaps
 
 
+def failing(*items):
+    """A source that yields ``items`` and then fails, as a network read does halfway."""
+    yield from items
+    raise ValueError("page 2 unreadable")
+
+
+class Tracked:
+    """A long source that lists what was read from it and notes when it was closed."""
+
+    def __init__(self):
+        self.read, self.closed = [], threading.Event()
+
+    def items(self):
+        try:
+            for i in range(10_000):
+                self.read.append(i)
+                yield i
+        finally:
+            self.closed.set()
+
+
 def test_batches_come_in_order_with_their_work_and_a_short_last_one():
     with Prefetch(range(7), 3, sum) as source:
         assert list(source) == [([0, 1, 2], 3), ([3, 4, 5], 12), ([6], 6)]
@@ -40,34 +61,21 @@ def test_the_source_is_read_in_another_thread_while_the_caller_works():
 
 
 def test_what_the_source_raises_is_raised_where_the_batch_would_come():
-    def items():
-        yield from (1, 2, 3)
-        raise ValueError("page 2 unreadable")
-
     got = []
-    with pytest.raises(ValueError, match="page 2 unreadable"), Prefetch(items(), 3, len) as source:
+    with pytest.raises(ValueError, match="page 2 unreadable"), Prefetch(failing(1, 2, 3), 3, len) as source:
         for batch, _ in source:
             got.append(batch)
     assert got == [[1, 2, 3]]
 
 
 def test_a_caller_that_stops_early_stops_the_reader_and_closes_the_source():
-    read, closed = [], threading.Event()
-
-    def items():
-        try:
-            for i in range(10_000):
-                read.append(i)
-                yield i
-        finally:
-            closed.set()
-
-    with pytest.raises(RuntimeError), Prefetch(items(), 10, len, depth=2) as source:
+    source_ = Tracked()
+    with pytest.raises(RuntimeError), Prefetch(source_.items(), 10, len, depth=2) as source:
         for _ in source:
             raise RuntimeError("the batch failed")
-    assert closed.is_set()
+    assert source_.closed.is_set()
     # the batch taken, two queued and one being put: the rest of the source was never read
-    assert len(read) <= 40
+    assert len(source_.read) <= 40
 
 
 def test_work_that_fails_is_raised_too():
@@ -174,17 +182,14 @@ def test_gaps_a_read_stops_at_the_first_item_past_its_time_and_the_rest_comes_on
         assert list(batches) == [([3, 4, 5], [30, 40, 50])]
 
 
-def test_gaps_what_the_source_raises_while_reading_ahead_is_raised_where_the_batch_would_come():
-    def items():
-        yield from (1, 2, 3)
-        raise ValueError("page 2 unreadable")
-
-    got = []
-    with pytest.raises(ValueError, match="page 2 unreadable"), ReadInGaps(items(), 2, tens) as source:
-        for batch, _ in source:
-            got.append(batch)
-            source.read_ahead(1.0)  # must not raise: the caller is in the middle of a write
-    assert got == [[1, 2]]  # the half-read batch before the error is dropped, as with Prefetch
+def test_gaps_what_the_source_raises_while_reading_ahead_is_raised_where_the_next_batch_is_taken():
+    with ReadInGaps(failing(1, 2, 3), 2, tens) as source:
+        batches = iter(source)
+        assert next(batches) == ([1, 2], [10, 20])
+        source.read_ahead(1.0)  # returns normally: the caller is in the middle of a write
+        source.read_ahead(1.0)
+        with pytest.raises(ValueError, match="page 2 unreadable"):
+            next(batches)  # the half-read batch before the error ([3]) is dropped, as with Prefetch
 
 
 def test_gaps_work_that_fails_is_raised_where_the_batch_would_come():
@@ -203,36 +208,13 @@ def test_gaps_work_that_fails_is_raised_where_the_batch_would_come():
 
 
 def test_gaps_a_caller_that_stops_early_closes_the_source_and_read_no_further():
-    read, closed = [], []
-
-    def items():
-        try:
-            for i in range(10_000):
-                read.append(i)
-                yield i
-        finally:
-            closed.append(True)
-
-    with pytest.raises(RuntimeError), ReadInGaps(items(), 10, tens) as source:
+    source_ = Tracked()
+    with pytest.raises(RuntimeError), ReadInGaps(source_.items(), 10, tens) as source:
         for _ in source:
             source.read_ahead(1.0)
             raise RuntimeError("the batch failed")
-    assert closed == [True]
-    assert len(read) == 20  # the batch taken and the next one, at most
-
-
-def test_gaps_read_ahead_itself_never_raises():
-    def items():
-        yield from (1, 2)
-        raise ValueError("page 2 unreadable")
-
-    with ReadInGaps(items(), 2, tens) as source:
-        batches = iter(source)
-        assert next(batches) == ([1, 2], [10, 20])
-        source.read_ahead(1.0)  # returns normally: the error waits for the next batch
-        source.read_ahead(1.0)
-        with pytest.raises(ValueError, match="page 2 unreadable"):
-            next(batches)
+    assert source_.closed.is_set()
+    assert len(source_.read) == 20  # the batch taken and the next one, at most
 
 
 def test_gaps_a_gap_with_no_time_left_still_reads_one_item(clock):
