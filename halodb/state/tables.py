@@ -21,12 +21,18 @@ metadata = MetaData(
 VERSION_TABLE = "halodb_alembic_version"
 
 
-def _scope(primary_key: bool = False) -> list[Column]:
+def _bytewise_on_postgresql(type_: Unicode) -> Unicode:
+    """``type_``, compared bytewise on PostgreSQL (the ``C`` collation; migration 0005)."""
+    return type_.with_variant(Unicode(type_.length, collation="C"), "postgresql")
+
+
+def _scope(primary_key: bool = False, *, bytewise: bool = False) -> list[Column]:
     # (integration, connection, entity) names one stream of records: "SqlImport", "3", "Users".
+    kind = _bytewise_on_postgresql if bytewise else (lambda type_: type_)
     return [
-        Column("integration", Unicode(50), nullable=False, primary_key=primary_key),
-        Column("connection", Unicode(100), nullable=False, primary_key=primary_key),
-        Column("entity", Unicode(50), nullable=False, primary_key=primary_key),
+        Column("integration", kind(Unicode(50)), nullable=False, primary_key=primary_key),
+        Column("connection", kind(Unicode(100)), nullable=False, primary_key=primary_key),
+        Column("entity", kind(Unicode(50)), nullable=False, primary_key=primary_key),
     ]
 
 
@@ -58,12 +64,16 @@ run = Table(
 #: (migration 0002), since Halo databases default to a case-insensitive one.
 SOURCE_KEY = Unicode(255).with_variant(Unicode(255, collation="Latin1_General_100_BIN2"), "mssql")
 
+#: The link table's unique index takes every new link. On PostgreSQL its columns compare bytewise
+#: (migration 0005): under a database collation each comparison went through strcoll.
+LINK_KEY = SOURCE_KEY.with_variant(Unicode(255, collation="C"), "postgresql")
+
 link = Table(
     "halodb_link",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    *_scope(),
-    Column("source_key", SOURCE_KEY, nullable=False),
+    *_scope(bytewise=True),
+    Column("source_key", LINK_KEY, nullable=False),
     Column("halo_id", Integer, nullable=False),
     Column("row_hash", String(40), nullable=False),
     Column("first_seen_run", Integer, nullable=False),

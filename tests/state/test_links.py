@@ -59,3 +59,26 @@ def test_a_record_back_after_one_missed_run_starts_counting_again(halo):
         assert conn.execute(select(link.c.missed_runs).where(link.c.source_key == "u5")).scalar_one() == 0
     gap = engine.run(users_entity(ListSource(records[:5])))
     assert gap.deactivated == 0  # one missed run since it came back, not two
+
+
+def test_analyze_refreshes_the_statistics_of_the_filtered_columns_only(halo):
+    """On PostgreSQL ``links.analyze`` samples the columns link queries filter on, at the small
+    target migration 0005 gives them; elsewhere it does nothing."""
+    from halodb.state import links
+
+    with halo.begin() as conn:
+        conn.execute(link.insert(), [
+            {"integration": "I", "connection": "1", "entity": "Users", "source_key": f"k{i}", "halo_id": i, "row_hash": "h",
+             "first_seen_run": 1, "last_seen_run": 1, "missed_runs": 0, "deactivated": False}
+            for i in range(500)
+        ])  # fmt: skip
+        links.analyze(conn)
+    if halo.dialect.name != "postgresql":
+        return
+    with halo.connect() as conn:
+        analyzed = set(conn.exec_driver_sql("SELECT attname FROM pg_stats WHERE tablename = 'halodb_link' AND schemaname = current_schema()").scalars())
+        histogram = conn.exec_driver_sql(
+            "SELECT array_length(histogram_bounds::text::text[], 1) FROM pg_stats WHERE tablename = 'halodb_link' AND schemaname = current_schema() AND attname = 'source_key'"
+        ).scalar_one()
+    assert analyzed == set(links.ANALYZED)
+    assert histogram == 11  # 10 buckets: the target of 0005, not the default 100

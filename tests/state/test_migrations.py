@@ -8,6 +8,7 @@ import re
 from sqlalchemy import create_engine, inspect
 
 from halodb import migrate
+from tests.conftest import fresh_pg_schema
 from tests.tsql import MSSQL_URL as MSSQL
 
 
@@ -15,8 +16,8 @@ def test_upgrade_reaches_the_head_on_each_backend(db_url):
     engine = create_engine(db_url)
     try:
         before, after = migrate.upgrade(engine)
-        assert (before, after) == (None, migrate.head()) and after == "0004"
-        assert migrate.upgrade(engine) == ("0004", "0004")  # again: nothing to do
+        assert (before, after) == (None, migrate.head()) and after == "0005"
+        assert migrate.upgrade(engine) == ("0005", "0005")  # again: nothing to do
         with engine.connect() as conn:
             indexes = {i["name"] for i in inspect(conn).get_indexes("halodb_link")}
         assert "ix_halodb_link_integration_connection_entity_halo_id" not in indexes
@@ -36,7 +37,7 @@ def test_source_keys_get_a_binary_collation_on_sql_server_only():
         add = step.index(f"ALTER TABLE {table} ADD CONSTRAINT {constraint} UNIQUE (integration, connection, entity, source_key)")
         assert drop < alter < add  # SQL Server refuses to alter a column a constraint covers
     pg = migrate.offline_sql("postgresql+psycopg://u@h/db")
-    assert "Running upgrade 0001 -> 0002" in pg and not re.search(r"COLLATE|ALTER COLUMN", pg[pg.index("0001 -> 0002") :])
+    assert "Running upgrade 0001 -> 0002" in pg and not re.search(r"COLLATE|ALTER COLUMN", pg[pg.index("0001 -> 0002") : pg.index("0002 -> 0003")])
 
 
 def test_the_unread_link_index_is_dropped_on_every_backend():
@@ -59,7 +60,7 @@ def test_creates_are_recorded_on_links_by_two_nullable_columns(db_url):
     finally:
         engine.dispose()
     sql = migrate.offline_sql(MSSQL)
-    step = sql[sql.index("-- Running upgrade 0003 -> 0004") :]
+    step = sql[sql.index("-- Running upgrade 0003 -> 0004") : sql.index("-- Running upgrade 0004 -> 0005")]
     assert "ALTER TABLE halodb_link ADD created_run INTEGER NULL" in step
     assert "ALTER TABLE halodb_run ADD halo_table NVARCHAR(50) NULL" in step
 
@@ -92,3 +93,61 @@ def test_a_downgrade_from_0004_writes_the_creates_back_as_change_rows(db_url):
         assert migrate.current(engine) == "0003"
     finally:
         engine.dispose()
+
+
+LINK_KEY_COLUMNS = ("integration", "connection", "entity", "source_key")
+
+
+def _link_columns(conn) -> dict[str, tuple[str, int]]:
+    """(collation, statistics target) of each halodb_link column on PostgreSQL; -1 is the default."""
+    rows = conn.exec_driver_sql(
+        "SELECT a.attname, c.collname, a.attstattarget FROM pg_attribute a LEFT JOIN pg_collation c ON c.oid = a.attcollation "
+        "WHERE a.attrelid = 'halodb_link'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+    )
+    return {name: (collation, target) for name, collation, target in rows}
+
+
+def test_link_keys_compare_bytewise_and_keep_small_statistics_on_postgresql():
+    """0005: the link table's unique-index columns take the C collation, its filtered columns a
+    statistics target of 10, and a downgrade gives both back to the database's defaults."""
+    from alembic import command
+
+    from halodb.state import links
+
+    with fresh_pg_schema() as (_, url):
+        _upgrade_and_downgrade_0005(url, command, links)
+
+
+def _upgrade_and_downgrade_0005(url, command, links) -> None:
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            columns = _link_columns(conn)
+        assert {name for name, (collation, _) in columns.items() if collation == "C"} == set(LINK_KEY_COLUMNS)
+        assert {name for name, (_, target) in columns.items() if target == 10} == set(links.ANALYZED)
+        with engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0004")
+        with engine.connect() as conn:
+            columns = _link_columns(conn)
+        assert all(columns[name] == ("default", -1) for name in LINK_KEY_COLUMNS)
+        assert all(target == -1 for _, target in columns.values())
+    finally:
+        engine.dispose()
+
+
+def test_0005_changes_nothing_on_sql_server_and_lists_the_columns_links_analyze():
+    from importlib import import_module
+
+    from halodb.state import links
+
+    sql = migrate.offline_sql(MSSQL)
+    step = sql[sql.index("-- Running upgrade 0004 -> 0005") :]
+    assert "ALTER" not in step and "COLLATE" not in step
+    pg = migrate.offline_sql("postgresql+psycopg://u@h/db")
+    step = pg[pg.index("-- Running upgrade 0004 -> 0005") :]
+    assert step.count("ALTER TABLE halodb_link") == 1  # one statement: the unique index is rebuilt once
+    for column in LINK_KEY_COLUMNS:
+        assert f'ALTER COLUMN {column} TYPE VARCHAR(' in step and step.count(f'{column} TYPE') == 1
+    migration = import_module("migrations.versions.0005_link_keys_compare_bytewise_on_postgresql")
+    assert tuple(migration.FILTERED) == links.ANALYZED
