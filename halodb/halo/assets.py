@@ -39,9 +39,10 @@ class AssetRepository(Repository):
     # -- preparing -------------------------------------------------------------------------------
 
     def prepare(
-        self, conn: Connection, records: Sequence[Mapping[str, Any]], *, default_site: int | None = None
+        self, conn: Connection, records: Sequence[Mapping[str, Any]], *, default_site: int | None = None, known: Any = None
     ) -> list[dict | RecordError]:
-        """Resolve site, asset type (by name) and field names for the whole batch."""
+        """Resolve site, asset type (by name) and field names for the whole batch (every batch
+        reads them: ``known`` is not kept)."""
         type_names = {r["assettype_name"] for r in records if r.get("assettype_name")}
         types = self.type_ids(conn, type_names)
         resolved = resolve_site(conn, records, default_site)

@@ -179,13 +179,25 @@ class Repository:
 
     # -- preparing source records ---------------------------------------------------------------
 
-    def prepare(self, conn: Connection, records: Sequence[Mapping[str, Any]]) -> list[dict | RecordError]:
+    def prepare(self, conn: Connection, records: Sequence[Mapping[str, Any]], *, known: Any = None) -> list[dict | RecordError]:
         """Turn API-field records into rows ready to write, one result (or error) per record.
 
         Subclasses resolve references (a site by name, a client by name) in one query per batch
-        and then call ``coerce`` for the plain fields.
+        and then call ``coerce`` for the plain fields. ``known`` is the run's memory of what
+        earlier batches looked up (``new_known``); a repository that keeps none ignores it.
         """
         return [self._try(self.coerce, record) for record in records]
+
+    def new_known(self) -> Any:
+        """A fresh memory of looked-up references for one run, handed to ``prepare`` and
+        ``prepare_known`` with every batch of the run (None: this repository keeps none)."""
+        return None
+
+    def prepare_known(self, records: Sequence[Mapping[str, Any]], known: Any, **options: Any) -> list[dict | RecordError] | None:
+        """``prepare`` without the database, from what ``known`` holds; None when that is not
+        enough (or, as here, when the repository cannot prepare without the database). The
+        engine prepares the next batch this way while PostgreSQL stores the last one."""
+        return None
 
     @staticmethod
     def _try(fn, *args) -> dict | RecordError:

@@ -21,8 +21,9 @@ class SiteRepository(Repository):
     required = ("name", "client_id")
     references = ((area.c.id, area.c.name),)  # clients by name
 
-    def prepare(self, conn: Connection, records: Sequence[Mapping[str, Any]]) -> list[dict | RecordError]:
-        """Resolve ``client_name`` to ``client_id`` for the whole batch, then coerce."""
+    def prepare(self, conn: Connection, records: Sequence[Mapping[str, Any]], *, known: Any = None) -> list[dict | RecordError]:
+        """Resolve ``client_name`` to ``client_id`` for the whole batch, then coerce (every batch
+        reads its clients: ``known`` is not kept)."""
         by_name = client_api.lookup(conn, {r["client_name"] for r in records if r.get("client_name")})
 
         def one(record: Mapping[str, Any]) -> dict:
@@ -57,19 +58,60 @@ class SiteRepository(Repository):
 sites = SiteRepository()
 
 
-def resolve_site(
-    conn: Connection, records: Sequence[Mapping[str, Any]], default_site: int | None = None
-) -> list[dict | RecordError]:
-    """Give each record a ``site_id`` and ``client_id`` from ``site_id`` / ``site_name`` /
-    ``client_name`` / ``client_id``, or from ``default_site``; one query per kind for the batch."""
-    site_names = {r["site_name"] for r in records if r.get("site_name")}
-    client_names = {r["client_name"] for r in records if r.get("client_name")}
-    by_site = sites.ids_by_name(conn, site_names) if site_names else {}
-    by_client = client_api.lookup(conn, client_names) if client_names else {}
-    given_ids = {number for r in records if (number := _site_number(r.get("site_id"))) is not None}
+#: In ``Known.client_of_site``: no site has this id.
+NO_SITE = object()
+
+
+class Known:
+    """The sites and clients a run has read from Halo so far, by how records name them.
+
+    Each site id, site name and client name is read once per run, when the first batch naming it
+    is prepared; later batches are prepared from memory, the engine even ahead of time, while
+    the server stores the last batch. The run's record hashes take Halo's reference data as it
+    was when the run started (``run_salt``), so a site moved or renamed during a run reaches
+    every record at the next run, as it does when it changes between runs."""
+
+    def __init__(self) -> None:
+        self.client_of_site: dict[int, int | object] = {}  # site id -> its client, or NO_SITE
+        self.sites_by_name: dict[str, list[tuple[int, int]]] = {}  # normalised name -> (site, client)
+        self.clients_by_name: dict[str, int | None] = {}  # normalised name -> client; None: none
+
+
+def _named(records: Sequence[Mapping[str, Any]], default_site: int | None) -> tuple[set[int], set[str], set[str]]:
+    """The site ids, site names and client names (normalised) that ``records`` refer to."""
+    site_ids = {number for r in records if (number := _site_number(r.get("site_id"))) is not None}
     if default_site:
-        given_ids.add(default_site)
-    client_of = sites.client_of(conn, given_ids) if given_ids else {}
+        site_ids.add(default_site)
+    site_names = {normalise_key(r["site_name"]) for r in records if r.get("site_name")}
+    client_names = {normalise_key(r["client_name"]) for r in records if r.get("client_name")}
+    return site_ids, site_names, client_names
+
+
+def look_up_sites(conn: Connection, records: Sequence[Mapping[str, Any]], default_site: int | None, known: Known) -> None:
+    """Read the sites and clients ``records`` name that ``known`` lacks: one query per kind."""
+    site_ids, site_names, client_names = _named(records, default_site)
+    site_names.difference_update(known.sites_by_name)
+    if site_names:
+        found = sites.ids_by_name(conn, site_names)
+        known.sites_by_name.update({name: found.get(name, []) for name in site_names})
+        known.client_of_site.update((i, c) for pairs in found.values() for i, c in pairs)
+    client_names.difference_update(known.clients_by_name)
+    if client_names:
+        found = client_api.lookup(conn, client_names)
+        known.clients_by_name.update({name: found.get(name) for name in client_names})
+    site_ids.difference_update(known.client_of_site)
+    if site_ids:
+        found = sites.client_of(conn, site_ids)
+        known.client_of_site.update({i: found.get(i, NO_SITE) for i in site_ids})
+
+
+def resolve_known(records: Sequence[Mapping[str, Any]], default_site: int | None, known: Known) -> list[dict | RecordError] | None:
+    """``resolve_site`` from what ``known`` holds, without the database; None if the records
+    name a site or client it does not hold yet."""
+    site_ids, site_names, client_names = _named(records, default_site)
+    if not (site_ids.issubset(known.client_of_site) and site_names.issubset(known.sites_by_name) and client_names.issubset(known.clients_by_name)):
+        return None
+    client_of, by_site, by_client = known.client_of_site, known.sites_by_name, known.clients_by_name
 
     def one(record: Mapping[str, Any]) -> dict:
         record = dict(record)
@@ -77,17 +119,18 @@ def resolve_site(
         client_name = record.pop("client_name", None)
         client_id = record.get("client_id")
         if client_name and not client_id:
-            client_id = by_client.get(normalise_key(client_name))
+            client_id = by_client[normalise_key(client_name)]
             if client_id is None:
                 raise RecordError(f"no client named {client_name!r}")
         site_id = record.get("site_id")
         if site_id not in (None, ""):
             number = _site_number(site_id)
-            if number not in client_of:
+            client = client_of.get(number, NO_SITE) if number is not None else NO_SITE
+            if client is NO_SITE:
                 raise RecordError(f"no site with id {site_id!r}")
             site_id = number
         elif site_name:
-            candidates = by_site.get(normalise_key(site_name), [])
+            candidates = by_site[normalise_key(site_name)]
             if client_id:
                 candidates = [c for c in candidates if c[1] == int(client_id)]
             if not candidates:
@@ -95,18 +138,32 @@ def resolve_site(
                 raise RecordError(f"no site named {site_name!r}{where}")
             if len(candidates) > 1:
                 raise RecordError(f"site name {site_name!r} is ambiguous: give client_name or site_id")
-            site_id = candidates[0][0]
-            client_of.setdefault(site_id, candidates[0][1])
+            site_id, client = candidates[0]
         elif default_site:
             site_id = default_site
+            client = client_of[site_id]
+            if client is NO_SITE:
+                raise RecordError(f"no site with id {site_id!r} (the default site)")
         else:
             raise RecordError("no site: give site_id or site_name, or configure a default site")
         record["site_id"] = site_id
-        record["client_id"] = client_of[site_id]
+        record["client_id"] = client
         return record
 
     return [Repository._try(one, r) for r in records]
 
+
+def resolve_site(
+    conn: Connection, records: Sequence[Mapping[str, Any]], default_site: int | None = None, known: Known | None = None
+) -> list[dict | RecordError]:
+    """Give each record a ``site_id`` and ``client_id`` from ``site_id`` / ``site_name`` /
+    ``client_name`` / ``client_id``, or from ``default_site``; one query per kind for the batch,
+    for what ``known`` (the run's lookups so far) does not hold yet."""
+    known = Known() if known is None else known
+    look_up_sites(conn, records, default_site, known)
+    resolved = resolve_known(records, default_site, known)
+    assert resolved is not None  # everything the records name was just looked up
+    return resolved
 
 
 def _site_number(value: Any) -> int | None:

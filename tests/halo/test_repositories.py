@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Boolean, DateTime, Integer, SmallInteger, Unicode, create_engine, func, insert, select, update
+from sqlalchemy import Boolean, DateTime, Integer, SmallInteger, Unicode, create_engine, event, func, insert, select, update
 
 from halodb.errors import RecordError, UsageError
 from halodb.halo import settings
@@ -13,7 +13,7 @@ from halodb.halo.agents import agents
 from halodb.halo.assets import assets
 from halodb.halo.repository import FieldChange, WriteContext, coerce_value, keyed, same_value
 from halodb.halo.schema import area, audit, device, field, info, site, typeinfo, uname, users, xtype
-from halodb.halo.sites import resolve_site
+from halodb.halo.sites import Known, resolve_known, resolve_site
 from halodb.halo.users import users_repo
 from tests.helpers import add_client_with_site
 
@@ -175,6 +175,45 @@ def test_resolve_site(halo, two_clients):
     assert str(out[10]) == "no site named 'Branch' of client Fabrikam"
     assert str(out[11]) == "no client named 'Nobody Ltd'"
     assert [(r["site_id"], r["client_id"]) for r in with_default] == [(ids["branch"], ids["contoso"]), (ids["fabrikam_ho"], ids["fabrikam"])]
+
+
+def test_a_run_looks_each_site_and_client_up_once_and_can_then_resolve_without_the_database(halo, two_clients):
+    ids = two_clients
+    records = [
+        {"site_id": ids["branch"]}, {"site_id": str(ids["fabrikam_ho"])}, {"site_name": " branch "}, {"site_name": "Head Office"},
+        {"site_name": "head office", "client_name": "FABRIKAM"}, {}, {"site_id": 99999}, {"site_name": "Nowhere"},
+        {"site_name": "Branch", "client_name": "Nobody Ltd"},
+    ]  # fmt: skip
+    statements = []
+    event.listen(halo, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    known = Known()
+    assert resolve_known(records, None, known) is None  # nothing looked up yet
+    with halo.connect() as conn:
+        looked_up = resolve_site(conn, records, known=known)
+        queries = len(statements)
+        again = resolve_site(conn, records[:2] + records[6:], known=known)  # known sites, known to be missing
+        assert len(statements) == queries  # nothing read twice, missing ones included
+        warehouse = conn.execute(insert(site).returning(site.c.id), {"name": "Warehouse", "client_id": ids["contoso"]}).scalar_one()
+        assert resolve_known([{"site_id": warehouse}], None, known) is None  # not looked up yet
+        [row] = resolve_site(conn, [{"site_id": warehouse}], known=known)
+        assert len(statements) == queries + 2 and row["client_id"] == ids["contoso"]  # the insert, and the site new to the run
+        conn.rollback()
+    from_memory = resolve_known(records, None, known)
+
+    def shown(results):
+        return [str(r) if isinstance(r, RecordError) else r for r in results]
+
+    assert shown(from_memory) == shown(looked_up) and shown(again) == shown(looked_up[:2] + looked_up[6:])
+    assert shown(looked_up)[6:] == ["no site with id 99999", "no site named 'Nowhere'", "no client named 'Nobody Ltd'"]
+    assert resolve_known([{"site_id": warehouse}], None, known)[0]["client_id"] == ids["contoso"]
+    assert resolve_known([{"site_name": "Warehouse"}], None, known) is None
+    assert resolve_known([{"site_name": "Branch", "client_name": "Contoso"}], None, known) is None
+
+
+def test_a_default_site_that_does_not_exist_is_a_record_error(halo):
+    with halo.connect() as conn:
+        out = resolve_site(conn, [{}], default_site=424242)
+    assert [str(e) for e in out] == ["no site with id 424242 (the default site)"]
 
 
 # -- users -------------------------------------------------------------------------------------
