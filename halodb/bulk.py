@@ -25,41 +25,54 @@ from sqlalchemy.exc import DBAPIError
 class Gaps:
     """Work to do while PostgreSQL stores a COPY's rows, measured out per table.
 
-    ``work(seconds)`` does about that much (the engine reads its source ahead: ``halodb.sync.
-    prefetch.ReadInGaps``). How much is learnt from the table's last COPY: if its end still had to
-    wait for the server, the next gap is stretched so that the work would have lasted that long;
-    if not, the server was done first and the next gap is a quarter shorter. Work in a gap the
-    server does not fill lengthens the run: a first load's users COPY needed about 4 ms a batch
-    here, its links COPY about 12 ms. Ending a COPY costs a round trip even when the server has
-    nothing left to do, so a wait counts only beyond the shortest one seen (a remote server's
-    round trip would otherwise look like a busy server every time)."""
+    ``work(seconds)`` does about that much and says whether it has more to do (the engine reads
+    its source ahead and prepares it: ``halodb.sync.prefetch.ReadInGaps``). A gap is worked in
+    slices of ``SLICE``; after each one the COPY's rows still held on the client are sent
+    (``send``), so the server never runs dry while the client computes. How long a gap may last
+    is learnt from the table's last COPY: if its end still had to wait for the server, the next
+    gap is stretched so that the work would have lasted that long; if not, the server was done
+    first and the next gap is a quarter shorter. A gap whose work ran out is not stretched: more
+    time would not have been used. Work in a gap the server does not fill lengthens the run.
+    Ending a COPY costs a round trip even when the server has nothing left to do, so a wait
+    counts only beyond the shortest one seen (a remote server's round trip would otherwise look
+    like a busy server every time)."""
 
     #: The first gap of a table, before anything is learnt, and the longest, in seconds.
     FIRST, LONGEST = 0.005, 0.05
     #: A wait this much longer than the shortest seen means the server was still busy.
     BUSY = 0.0005
+    #: The work between two sends of the rows held on the client, in seconds.
+    SLICE = 0.002
 
-    def __init__(self, work: Callable[[float], None]):
+    def __init__(self, work: Callable[[float], bool]):
         self._work = work
         self._gap: dict[str, float] = {}
         self._shortest_wait = float("inf")
 
-    def fill(self, table: str) -> tuple[float, float]:
-        """Run the work for this table's gap: (the time it was given, the time it took)."""
+    def fill(self, table: str, send: Callable[[], None] = lambda: None) -> tuple[float, float, bool]:
+        """Run the work for this table's gap: (the time it was given, the time it took, whether
+        it ran out of work)."""
         given = self._gap.get(table, self.FIRST)
         started = time.monotonic()
+        end = started + given
         token = _gaps.set(None)  # a COPY made by the work itself must not call it again
         try:
-            self._work(given)
+            while True:
+                more = self._work(min(self.SLICE, end - time.monotonic()))
+                send()
+                if not more or time.monotonic() >= end:
+                    break
         finally:
             _gaps.reset(token)
-        return given, time.monotonic() - started
+        return given, time.monotonic() - started, not more
 
-    def learn(self, table: str, given: float, worked: float, waited: float) -> None:
+    def learn(self, table: str, given: float, worked: float, waited: float, ran_out: bool = False) -> None:
         """The COPY's end waited ``waited`` seconds after a gap given ``given`` that took ``worked``."""
         self._shortest_wait = min(self._shortest_wait, waited)
         busy = waited - self._shortest_wait
-        if busy > self.BUSY and worked > 0:
+        if busy > self.BUSY and ran_out:
+            gap = given  # the server needed longer than there was work for: more time would idle
+        elif busy > self.BUSY and worked > 0:
             gap = given * (worked + busy) / worked  # the work overran its time by as much as before
         else:
             gap = given * 0.75
@@ -72,11 +85,10 @@ _gaps: ContextVar[Gaps | None] = ContextVar("halodb_bulk_gaps", default=None)
 @contextmanager
 def meanwhile(work: Callable[[float], None]) -> Iterator[None]:
     """Inside this block, every PostgreSQL COPY calls ``work(seconds)`` once its rows are written
-    (psycopg holds back at most its last 32 KiB buffer, libpq perhaps more when the socket is
-    full) and before it ends the COPY and waits for the server to finish storing them, so the
-    client computes while the server works (``Gaps``). ``work`` must not raise and should keep to
-    its time, never more than ``Gaps.LONGEST``: it runs inside the COPY statement, which a slow
-    read must not hold open into a ``statement_timeout``."""
+    and before it ends the COPY and waits for the server to finish storing them, so the client
+    computes while the server works (``Gaps``). ``work`` returns whether it has more to do; it
+    must not raise and should keep to its time, never more than ``Gaps.LONGEST``: it runs inside
+    the COPY statement, which a slow read must not hold open into a ``statement_timeout``."""
     token = _gaps.set(Gaps(work))
     try:
         yield
@@ -141,10 +153,12 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
                 for row in values:
                     write(row)
                 if gaps is not None:
-                    gap = (*gaps.fill(table.name), time.monotonic())
+                    send = _sender(raw, copy)
+                    send()
+                    gap = (*gaps.fill(table.name, send), time.monotonic())
             if gap is not None:
-                given, worked, ending = gap
-                gaps.learn(table.name, given, worked, time.monotonic() - ending)
+                given, worked, ran_out, ending = gap
+                gaps.learn(table.name, given, worked, time.monotonic() - ending, ran_out)
     except psycopg.Error as err:
         # The raw cursor raises the driver's own errors; wrapped as SQLAlchemy would wrap them,
         # the engine rolls the batch back, retries it if transient, and fails the entity cleanly.
@@ -154,3 +168,21 @@ def copy_values(conn: Connection, table: Table, keys: Sequence[str], values: Ite
         if lost:
             conn.invalidate()
         raise DBAPIError.instance(sql, None, err, psycopg.Error, connection_invalidated=lost, dialect=conn.dialect) from err
+
+
+def _sender(raw: psycopg.Connection, copy: psycopg.Copy) -> Callable[[], None]:
+    """A function that hands the server every row the COPY has written so far, without waiting.
+
+    psycopg keeps up to 32 KiB of rows until the COPY ends, and libpq what the socket would not
+    take until its next write: about a fifth of a batch of links, which the server then stored
+    only after the gap. A first load's links COPY waited 8 ms after each 35 ms gap that way, and
+    2 ms with the rows sent before the gap (0.40 s against 0.14 s per 100,000 users)."""
+    formatter, writer, pgconn = copy.formatter, copy.writer, raw.pgconn
+
+    def send() -> None:
+        held = formatter.end()  # a text COPY's rows so far, as they are (nothing else is added)
+        if held:
+            writer.write(held)
+        pgconn.flush()  # non-blocking: what the socket will not take now goes with the next send
+
+    return send

@@ -107,6 +107,7 @@ class RunState:
         self.waiting = waiting  # source keys sitting in quarantine
         self.seen = links.Seen()  # links seen unchanged (their rows are not written)
         self.lookup = links.Lookup(entity.scope, full_batch)
+        self.known = entity.repository.new_known()  # the references prepare looked up so far
         self.seen_in_batch: list[int] = []
         self._checkpoint: tuple = ()
 
@@ -191,15 +192,26 @@ class SyncEngine:
         def hashes(batch: list[SourceRecord]) -> list[str | None]:
             return [None if r.error else row_hash(r.fields, state.salt) for r in batch]
 
+        def prepare_ahead(part: list[SourceRecord]) -> list[dict | RecordError | None] | None:
+            # From the references earlier batches looked up; None sends the part to _batch.
+            usable = [r for r in part if not r.error]
+            rows = entity.repository.prepare_known([r.fields for r in usable], state.known, **entity.prepare_options)
+            if rows is None:
+                return None
+            prepared = iter(rows)
+            return [None if r.error else next(prepared) for r in part]
+
         # The source is read and hashed ahead while the database works on the last batch: on
-        # PostgreSQL in this thread, while the server stores each COPY; elsewhere in a thread.
+        # PostgreSQL in this thread, while the server stores each COPY (and once the next batch
+        # is read, its records are prepared there too); elsewhere in a thread.
         if conn.dialect.name == "postgresql":
-            reader = ReadInGaps(entity.read(ctx), self.limits.batch_size, hashes)
+            reader = ReadInGaps(entity.read(ctx), self.limits.batch_size, hashes, prepare_ahead if state.known is not None else None)
         else:
             reader = Prefetch(entity.read(ctx), self.limits.batch_size, hashes)
         with reader as source, bulk.meanwhile(source.read_ahead):
             for batch, digests in source:
-                self._with_retry(conn, lambda: self._batch(conn, entity, state, batch, digests), state)
+                ready = source.ready
+                self._with_retry(conn, lambda: self._batch(conn, entity, state, batch, digests, ready), state)
                 collector.batch_done()
                 written = report.created + report.updated
                 if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run and state.lookup.reads_database:
@@ -255,8 +267,11 @@ class SyncEngine:
 
     # -- one batch -----------------------------------------------------------------------------
 
-    def _batch(self, conn: Connection, entity: Entity, state: RunState, batch: list[SourceRecord], hashes: list[str | None]) -> None:
-        """Write one batch; ``hashes`` holds each record's ``row_hash`` (None for a record in error)."""
+    def _batch(
+        self, conn: Connection, entity: Entity, state: RunState, batch: list[SourceRecord], hashes: list[str | None], ready: list | None = None
+    ) -> None:
+        """Write one batch; ``hashes`` holds each record's ``row_hash`` (None for a record in
+        error), ``ready`` what ``prepare_known`` already made of some records (or None)."""
         repo, scope, report, index, waiting = entity.repository, entity.scope, state.report, state.index, state.waiting
         wctx = WriteContext(self.agent_id, self.clock())
         bad: list[tuple[SourceRecord, str]] = []
@@ -265,7 +280,8 @@ class SyncEngine:
         # is settled before it is even prepared: a re-sync with nothing changed costs a read,
         # a hash and one link lookup per record.
         digests: dict[str, str] = {}
-        for record, digest in zip(batch, hashes):
+        prepared_ahead: dict[str, dict | RecordError] = {}
+        for i, (record, digest) in enumerate(zip(batch, hashes)):
             if record.error:
                 bad.append((record, record.error))
             elif record.key in unique:
@@ -273,6 +289,8 @@ class SyncEngine:
             else:
                 unique[record.key] = record
                 digests[record.key] = digest
+                if ready is not None and ready[i] is not None:
+                    prepared_ahead[record.key] = ready[i]
         records = list(unique.values())
         known = state.lookup(conn, [r.key for r in records] + [r.key for r, _ in bad])
         touched: list[links.Link] = []
@@ -287,7 +305,9 @@ class SyncEngine:
                 to_prepare.append(record)
         report.unchanged += len(settled)
 
-        prepared = repo.prepare(conn, [r.fields for r in to_prepare], **entity.prepare_options)
+        unprepared = [r for r in to_prepare if r.key not in prepared_ahead]
+        fresh = iter(repo.prepare(conn, [r.fields for r in unprepared], known=state.known, **entity.prepare_options) if unprepared else ())
+        prepared = [prepared_ahead[r.key] if r.key in prepared_ahead else next(fresh) for r in to_prepare]
         good: list[tuple[SourceRecord, dict, str]] = []
         for record, row in zip(to_prepare, prepared):
             if isinstance(row, RecordError):

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = TypeVar("P")
+
+#: ``ReadInGaps`` hands ``ahead`` this many items at a time, and looks at the clock in between.
+AHEAD_PART = 100
 
 _DONE = object()
 
@@ -81,8 +85,12 @@ class Prefetch(Generic[T, R]):
             except queue.Empty:
                 pass
 
-    def read_ahead(self, seconds: float) -> None:
+    #: Nothing is worked on ahead beyond ``work`` (see ``ReadInGaps.ready``).
+    ready = None
+
+    def read_ahead(self, seconds: float) -> bool:
         """Nothing to do: the thread reads ahead on its own."""
+        return False
 
     def __iter__(self) -> Iterator[tuple[list[T], R]]:
         while True:
@@ -116,21 +124,30 @@ class Prefetch(Generic[T, R]):
                 continue
 
 
-class ReadInGaps(Generic[T, R]):
+class ReadInGaps(Generic[T, R, P]):
     """``(batch, work(part) + work(part) + …)`` for batches of ``size`` items, read in the calling
     thread: on demand, and ahead of time whenever the caller calls ``read_ahead`` (from inside a
     COPY, through ``bulk.meanwhile``, for as long as the server stores its rows).
 
     ``work`` maps a list of items to a list of results, one per item (the record hashes), so a
-    batch read in parts is worked on in parts. Use it as a context manager so the source is
-    closed whatever happens."""
+    batch read in parts is worked on in parts. ``ahead``, if given, is optional work on the next
+    batch (preparing its records) for the time a gap has left once that batch is read: it maps a
+    part to one result per item, or to None when it cannot do that part; it must not touch the
+    database, being called inside a COPY. Its results for the batch just yielded are in
+    ``ready``. Use it as a context manager so the source is closed whatever happens."""
 
-    def __init__(self, items: Iterable[T], size: int, work: Callable[[list[T]], list[R]]):
-        self._items_in, self._size, self._work = iter(items), size, work
+    def __init__(
+        self, items: Iterable[T], size: int, work: Callable[[list[T]], list[R]], ahead: Callable[[list[T]], list[P] | None] | None = None
+    ):
+        self._items_in, self._size, self._work, self._ahead = iter(items), size, work, ahead
         self._batch: list[T] = []
         self._results: list[R] = []
+        self._done_ahead: list[P | None] = []  # ahead's results for the first items of _batch
         self._ended = False
         self._error: Exception | None = None
+        #: ``ahead``'s result for each item of the batch just yielded, None where it has none;
+        #: None if it had none at all.
+        self.ready: list[P | None] | None = None
 
     def __enter__(self) -> ReadInGaps[T, R]:
         return self
@@ -138,8 +155,9 @@ class ReadInGaps(Generic[T, R]):
     def __exit__(self, *exc) -> None:
         _close(self._items_in)
 
-    def read_ahead(self, seconds: float) -> None:
-        """Read more of the next batch for about ``seconds``, at most up to one batch ahead.
+    def read_ahead(self, seconds: float) -> bool:
+        """Read more of the next batch for about ``seconds``, at most up to one batch ahead, and
+        then work on it ``ahead``; return whether more could be done.
 
         The caller is inside a statement (``bulk.Gaps`` gives at most 50 ms): a source that waits
         (a slow remote view, a network page) must neither hold it open into a
@@ -149,7 +167,27 @@ class ReadInGaps(Generic[T, R]):
         everything before its first item, outside any COPY. What the source (or ``work``) raises
         is kept and raised where that batch is taken, never here: the write must not fail for the
         source's sake. At least one item is read."""
-        self._read(self._size, deadline=time.monotonic() + seconds)
+        deadline = time.monotonic() + seconds
+        self._read(self._size, deadline=deadline)
+        if self._ahead is not None:
+            self._work_ahead(deadline)
+        if self._error is not None:
+            return False
+        if len(self._batch) < self._size and not self._ended:
+            return True
+        return self._ahead is not None and len(self._done_ahead) < len(self._batch)
+
+    def _work_ahead(self, deadline: float) -> None:
+        """``ahead`` on the items read and not yet worked on ahead, a part at a time, until the
+        deadline. A part it fails on is left to the batch's own work, which meets the failure
+        again where it is reported."""
+        while len(self._done_ahead) < len(self._batch) and time.monotonic() < deadline:
+            part = self._batch[len(self._done_ahead) : len(self._done_ahead) + AHEAD_PART]
+            try:
+                done = self._ahead(part)
+            except Exception:
+                done = None
+            self._done_ahead.extend([None] * len(part) if done is None else done)
 
     def __iter__(self) -> Iterator[tuple[list[T], list[R]]]:
         while True:
@@ -158,8 +196,9 @@ class ReadInGaps(Generic[T, R]):
                 raise self._error  # the part of a batch read before it is dropped, as in Prefetch
             if not self._batch:
                 return
-            batch, results = self._batch, self._results
-            self._batch, self._results = [], []
+            batch, results, ready = self._batch, self._results, self._done_ahead
+            self._batch, self._results, self._done_ahead = [], [], []
+            self.ready = ready + [None] * (len(batch) - len(ready)) if any(r is not None for r in ready) else None
             yield batch, results
 
     def _read(self, count: int, deadline: float | None = None) -> None:

@@ -535,6 +535,42 @@ class CountingUsers(UserRepository):
         return super().prepare(conn, records, **options)
 
 
+class CountingAhead(CountingUsers):
+    """Counts the records ``prepare_known`` made rows of as well: the ones ``prepare`` passed on
+    to it, and the ones prepared ahead."""
+
+    def __init__(self):
+        super().__init__()
+        self.from_known = 0
+
+    def prepare_known(self, records, known, **options):
+        rows = super().prepare_known(records, known, **options)
+        self.from_known += len(records) if rows is not None else 0
+        return rows
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_later_batches_are_prepared_ahead_while_the_server_stores_the_last(halo):
+    """The gaps of a COPY prepare the next batch from the sites earlier batches looked up; a
+    record naming a site none of them did, or no site at all, is prepared with its batch and
+    comes out as it would have without the gaps."""
+    client_id, site_id = add_client_with_site(halo)
+    other_client, other_site = add_client_with_site(halo, client="Fabrikam", site_name="Depot")
+    records = user_records(150, site_id)
+    records += [with_fields(r, site_id=other_site) for r in user_records(10, site_id, start=150)]  # batch 4: a site new to the run
+    records += [with_fields(user_records(1, site_id, start=160)[0], site_id=999_999)]
+    repo = CountingAhead()
+    report = engine(halo, limits=Limits(batch_size=50)).run(replace(users_entity(ListSource(records)), repository=repo))
+    assert (report.created, report.quarantined) == (160, 1)
+    assert report.quarantine == [("u160", "no site with id 999999")]
+    ahead = repo.from_known - repo.prepared
+    assert ahead >= 50 and repo.prepared + ahead == 161  # at least one batch came ready, none twice
+    expected = {f"user{i}@contoso.example": (other_site, other_client) if i >= 150 else (site_id, client_id) for i in range(160)}
+    made = halo_users(halo)
+    assert {email: (u["site_id"], u["client_id"]) for email, u in made.items()} == expected
+    assert made["user7@contoso.example"]["name"] == "First7 Last7"
+
+
 def test_unchanged_records_are_settled_by_their_hash_without_being_prepared(halo):
     _, site_id = add_client_with_site(halo)
     records = user_records(4, site_id)

@@ -223,3 +223,70 @@ def test_gaps_a_gap_with_no_time_left_still_reads_one_item(clock):
         next(batches)
         source.read_ahead(0.0)
         assert clock.read == [0, 1, 2]
+
+
+def test_gaps_read_ahead_says_whether_more_could_be_done(clock):
+    with ReadInGaps(clock.items(5), 2, tens) as source:
+        batches = iter(source)
+        next(batches)
+        assert source.read_ahead(0.5) is True  # one item of the next batch read: more to read
+        assert source.read_ahead(5.0) is False  # the next batch is read, and there is no ahead work
+        next(batches)
+        assert source.read_ahead(5.0) is False  # the source ended
+        assert list(batches) == [([4], [40])]
+
+
+def halves(part):
+    return [x / 2 for x in part]
+
+
+def test_gaps_the_next_batch_is_worked_on_ahead_once_read_and_handed_over_with_it(monkeypatch):
+    import halodb.sync.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "AHEAD_PART", 2)
+    parts = []
+
+    def ahead(part):
+        parts.append(list(part))
+        return halves(part)
+
+    with ReadInGaps(range(9), 4, tens, ahead) as source:
+        batches = iter(source)
+        assert next(batches) == ([0, 1, 2, 3], [0, 10, 20, 30]) and source.ready is None  # read on demand
+        assert source.read_ahead(1.0) is False  # read, then all of it worked on ahead
+        assert next(batches) == ([4, 5, 6, 7], [40, 50, 60, 70])
+        assert source.ready == [2.0, 2.5, 3.0, 3.5]
+        assert list(batches) == [([8], [80])] and source.ready is None
+    assert parts == [[4, 5], [6, 7]]
+
+
+def test_gaps_reading_comes_before_the_work_ahead_and_the_rest_is_left_to_the_batch(clock):
+    with ReadInGaps(clock.items(8), 4, tens, halves) as source:
+        batches = iter(source)
+        next(batches)
+        assert source.read_ahead(2.5) is True  # the read took the whole gap: nothing worked ahead
+        assert clock.read == [0, 1, 2, 3, 4, 5, 6]
+        assert source.read_ahead(0.5) is True  # the last item reads past its time: still nothing ahead
+        assert source.read_ahead(0.5) is False  # read: now the whole batch is worked on ahead
+        assert next(batches) == ([4, 5, 6, 7], [40, 50, 60, 70])
+        assert source.ready == [2.0, 2.5, 3.0, 3.5]
+
+
+def test_gaps_a_part_the_work_ahead_cannot_do_or_fails_on_is_left_to_the_batch(monkeypatch):
+    import halodb.sync.prefetch as prefetch
+
+    monkeypatch.setattr(prefetch, "AHEAD_PART", 2)
+
+    def ahead(part):
+        if 5 in part:
+            return None  # e.g. a record names a site no earlier batch looked up
+        if 7 in part:
+            raise KeyError("a bug, met again where the batch is prepared")
+        return halves(part)
+
+    with ReadInGaps(range(10), 6, tens, ahead) as source:
+        batches = iter(source)
+        next(batches)
+        source.read_ahead(1.0)
+        assert next(batches)[0] == [6, 7, 8, 9]
+        assert source.ready == [None, None, 4.0, 4.5]
