@@ -67,9 +67,10 @@ class Known:
 
     Each site id, site name and client name is read once per run, when the first batch naming it
     is prepared; later batches are prepared from memory, the engine even ahead of time, while
-    the server stores the last batch. The run's record hashes take Halo's reference data as it
-    was when the run started (``run_salt``), so a site moved or renamed during a run reaches
-    every record at the next run, as it does when it changes between runs."""
+    the server stores the last batch. A miss is remembered too: a site or client created in Halo
+    during the run is found by the next run (its records wait in quarantine until then). Changes
+    during a run reach every record at the next run anyway: the run's record hashes take Halo's
+    reference data as it was when the run started (``run_salt``)."""
 
     def __init__(self) -> None:
         self.client_of_site: dict[int, int | object] = {}  # site id -> its client, or NO_SITE

@@ -107,7 +107,11 @@ class RunState:
         self.waiting = waiting  # source keys sitting in quarantine
         self.seen = links.Seen()  # links seen unchanged (their rows are not written)
         self.lookup = links.Lookup(entity.scope, full_batch)
-        self.known = entity.repository.new_known()  # the references prepare looked up so far
+        # What prepare looked up in Halo so far (sites, clients): reads only, so kept when a batch
+        # rolls back. And whether the last batch mostly needed preparing: the next one is then
+        # prepared ahead, in the COPY gaps; in a re-sync, most of that work would be thrown away.
+        self.known = entity.repository.new_known()
+        self.preparing = True
         self.seen_in_batch: list[int] = []
         self._checkpoint: tuple = ()
 
@@ -194,6 +198,8 @@ class SyncEngine:
 
         def prepare_ahead(part: list[SourceRecord]) -> list[dict | RecordError | None] | None:
             # From the references earlier batches looked up; None sends the part to _batch.
+            if not state.preparing:
+                return None
             usable = [r for r in part if not r.error]
             rows = entity.repository.prepare_known([r.fields for r in usable], state.known, **entity.prepare_options)
             if rows is None:
@@ -278,7 +284,8 @@ class SyncEngine:
         unique: dict[str, SourceRecord] = {}
         # The hash is taken of the source record, so a record whose link carries the same hash
         # is settled before it is even prepared: a re-sync with nothing changed costs a read,
-        # a hash and one link lookup per record.
+        # a hash and one link lookup per record. (While most records of a batch need preparing,
+        # the next batch is prepared ahead, in the COPY gaps: ``ready``, ``RunState.preparing``.)
         digests: dict[str, str] = {}
         prepared_ahead: dict[str, dict | RecordError] = {}
         for i, (record, digest) in enumerate(zip(batch, hashes)):
@@ -304,6 +311,7 @@ class SyncEngine:
             else:
                 to_prepare.append(record)
         report.unchanged += len(settled)
+        state.preparing = 2 * len(to_prepare) >= len(records)
 
         unprepared = [r for r in to_prepare if r.key not in prepared_ahead]
         fresh = iter(repo.prepare(conn, [r.fields for r in unprepared], known=state.known, **entity.prepare_options) if unprepared else ())

@@ -6,20 +6,22 @@ computing records (parsing, hashing). Run one after the other, each waits for th
 to overlap them, chosen by the engine per database:
 
 - ``ReadInGaps`` (PostgreSQL): the read stays in the engine's thread. Once a COPY's rows are
-  written (psycopg holds back at most its last 32 KiB), the engine reads part of the next batch
-  (``read_ahead``, through ``bulk.meanwhile``) for about as long as PostgreSQL took to store the
-  table's last COPY, and only then finishes the COPY. A thread does not overlap
-  here: psycopg waits in many short steps, and after each one the engine's thread must take the
-  GIL back from a reader that is computing, up to the 5 ms switch interval each time. 50 COPYs
-  of 2,000 rows took 0.51 s alone and 1.8 s beside a computing thread, and a 100,000-user first
-  load took 2.56 s with the reader thread against 2.15 s reading in the gaps (medians of 5 runs,
-  interleaved).
+  written and sent (``bulk.meanwhile``), the engine reads part of the next batch (``read_ahead``)
+  for about as long as PostgreSQL took to store the table's last COPY, and only then finishes the
+  COPY. Once the next batch is read, the gap's time left goes to preparing its records from what
+  the run has looked up so far (``ahead``; the engine's ``prepare_known``). A thread does not
+  overlap here: psycopg waits in many short steps, and after each one the engine's thread must
+  take the GIL back from a reader that is computing, up to the 5 ms switch interval each time.
+  50 COPYs of 2,000 rows took 0.51 s alone and 1.8 s beside a computing thread, and a
+  100,000-user first load took 2.56 s with the reader thread against 2.15 s reading in the gaps
+  (medians of 5 runs, interleaved).
 - ``Prefetch`` (SQL Server, SQLite): a thread reads a batch or two ahead. pyodbc and sqlite3 run
   a whole statement in one call that releases the GIL, so the reader computes while the server
   works and the engine takes the GIL back once per statement.
 
-Either way only the read moves: the engine's connection, its run state and every write stay in
-the calling thread, so what a batch does and how a failed batch rolls back is unchanged. What the
+Either way only the read (and, in the gaps, preparing) moves: the engine's connection, its run
+state and every write stay in the calling thread, so what a batch does and how a failed batch
+rolls back is unchanged. What the
 source raises is raised in the calling thread where the next batch would have been taken, and the
 source is closed when the run ends. Memory stays flat: at most ``depth`` batches (a thread) or one
 batch (the gaps) wait.
@@ -179,15 +181,18 @@ class ReadInGaps(Generic[T, R, P]):
 
     def _work_ahead(self, deadline: float) -> None:
         """``ahead`` on the items read and not yet worked on ahead, a part at a time, until the
-        deadline. A part it fails on is left to the batch's own work, which meets the failure
-        again where it is reported."""
+        deadline. A part it cannot do, fails on, or answers with the wrong number of results is
+        left to the batch's own work, which meets a failure again where it is reported (a shifted
+        result would be written for another item)."""
         while len(self._done_ahead) < len(self._batch) and time.monotonic() < deadline:
             part = self._batch[len(self._done_ahead) : len(self._done_ahead) + AHEAD_PART]
             try:
                 done = self._ahead(part)
+                if done is None or len(done) != len(part):
+                    done = [None] * len(part)
             except Exception:
-                done = None
-            self._done_ahead.extend([None] * len(part) if done is None else done)
+                done = [None] * len(part)
+            self._done_ahead.extend(done)
 
     def __iter__(self) -> Iterator[tuple[list[T], list[R]]]:
         while True:

@@ -108,38 +108,48 @@ def _link_columns(conn) -> dict[str, tuple[str, int]]:
 
 
 def test_link_keys_compare_bytewise_and_keep_small_statistics_on_postgresql():
-    """0005: the link table's unique-index columns take the C collation, its filtered columns a
-    statistics target of 10, and a downgrade gives both back to the database's defaults."""
+    """0005: the link table's unique-index columns take the C collation, every column a
+    statistics target of 10, and a downgrade gives both back to the database's defaults. Links
+    already there keep their keys, each still unique and found by its exact bytes."""
     from alembic import command
+    from sqlalchemy import insert, select
 
-    from halodb.state import links
+    from halodb.state.tables import link
 
+    keys = ["Straße", "STRASSE", "strasse", "Émile", "emile", "a-b", "a_b"]  # equal under some collations, not bytewise
     with fresh_pg_schema() as (_, url):
-        _upgrade_and_downgrade_0005(url, command, links)
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                command.upgrade(migrate._config(conn), "0004")
+                conn.execute(insert(link), [
+                    {"integration": "I", "connection": "1", "entity": "Users", "source_key": key, "halo_id": i, "row_hash": "h",
+                     "first_seen_run": 1, "last_seen_run": 1, "missed_runs": 0, "deactivated": False}
+                    for i, key in enumerate(keys)
+                ])  # fmt: skip
+            migrate.upgrade(engine)
+            with engine.connect() as conn:
+                columns = _link_columns(conn)
+                found = dict(conn.execute(select(link.c.source_key, link.c.halo_id).where(link.c.source_key.in_(["STRASSE", "emile"]))).all())
+            assert {name for name, (collation, _) in columns.items() if collation == "C"} == set(LINK_KEY_COLUMNS)
+            assert all(target == 10 for _, target in columns.values())
+            assert found == {"STRASSE": 1, "emile": 4}
+            with engine.begin() as conn:
+                command.downgrade(migrate._config(conn), "0004")
+            with engine.connect() as conn:
+                columns = _link_columns(conn)
+                count = conn.execute(select(link.c.id)).all()
+            assert all(columns[name][0] == "default" for name in LINK_KEY_COLUMNS)
+            assert all(target in (-1, None) for _, target in columns.values())  # -1 up to PostgreSQL 16, NULL from 17
+            assert len(count) == len(keys)
+        finally:
+            engine.dispose()
 
 
-def _upgrade_and_downgrade_0005(url, command, links) -> None:
-    engine = create_engine(url)
-    try:
-        migrate.upgrade(engine)
-        with engine.connect() as conn:
-            columns = _link_columns(conn)
-        assert {name for name, (collation, _) in columns.items() if collation == "C"} == set(LINK_KEY_COLUMNS)
-        assert {name for name, (_, target) in columns.items() if target == 10} == set(links.ANALYZED)
-        with engine.begin() as conn:
-            command.downgrade(migrate._config(conn), "0004")
-        with engine.connect() as conn:
-            columns = _link_columns(conn)
-        assert all(columns[name] == ("default", -1) for name in LINK_KEY_COLUMNS)
-        assert all(target == -1 for _, target in columns.values())
-    finally:
-        engine.dispose()
-
-
-def test_0005_changes_nothing_on_sql_server_and_lists_the_columns_links_analyze():
+def test_0005_changes_nothing_on_sql_server_and_sets_every_link_column_on_postgresql():
     from importlib import import_module
 
-    from halodb.state import links
+    from halodb.state.tables import link
 
     sql = migrate.offline_sql(MSSQL)
     step = sql[sql.index("-- Running upgrade 0004 -> 0005") :]
@@ -150,4 +160,5 @@ def test_0005_changes_nothing_on_sql_server_and_lists_the_columns_links_analyze(
     for column in LINK_KEY_COLUMNS:
         assert f'ALTER COLUMN {column} TYPE VARCHAR(' in step and step.count(f'{column} TYPE') == 1
     migration = import_module("migrations.versions.0005_link_keys_compare_bytewise_on_postgresql")
-    assert tuple(migration.FILTERED) == links.ANALYZED
+    assert set(migration.COLUMNS) == {c.name for c in link.columns}  # as the table stands after 0005
+    assert step.count("SET STATISTICS 10") == len(migration.COLUMNS)
