@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,9 +140,10 @@ def run_all(
 
     halodb, the limit and the source read run ``repeat`` times each on W1-W3 (an odd count, so
     that one run is the median) and keep the run with the median time (its ``runs`` lists every
-    time). Their runs take turns (halodb, limit, source, halodb, ...), so a machine that slows
-    down for a minute slows all of them, not one: on a shared 2-vCPU machine single seconds vary
-    by a fifth."""
+    time, sorted; ``in_turn`` the same times in the order of the rounds). Their runs take turns
+    (halodb, limit, source, halodb, ...), so a machine that slows down for a minute slows all of
+    them, not one: on a shared 2-vCPU machine single seconds vary by a fifth, and by half when
+    its speed changes between rounds (``paired_ratio``)."""
     if repeat < 1 or repeat % 2 == 0:
         raise ValueError(f"repeat must be an odd number of runs, at least 1 (got {repeat})")
     results: dict = {}
@@ -167,6 +169,7 @@ def run_all(
                     ordered = sorted(runs[method], key=lambda r: r["seconds"])
                     result = ordered[len(ordered) // 2]
                     result["runs"] = [round(r["seconds"], 2) for r in ordered]
+                    result["in_turn"] = [round(r["seconds"], 3) for r in runs[method]]
                     result["n"] = size
                     cell[method] = result
                     log(f"  {backend:<10} {workload} {method:<7} {result['seconds']:.2f}s  peak RSS {result['peak_rss_mib']:.0f} MiB")
@@ -184,6 +187,22 @@ def _f(value, fmt="{:.2f}") -> str:
 
 def _ratio(a, b, digits: int = 1) -> str:
     return "n/a" if a is None or b is None or not b else f"{a / b:.{digits}f}×"
+
+
+def paired_ratio(a: dict, b: dict) -> float | None:
+    """``a``'s time over ``b``'s, as the median of the ratios of the rounds in which they took
+    turns; the ratio of the two medians where they did not (one run each, or merged results).
+
+    Each round measures halodb, the limit and the source read one after the other, within
+    seconds. This machine's speed can change by half between rounds (the source read took 0.63 s
+    in three rounds of one run and 1.1 s in the other two), and then the two medians come from
+    different rounds: a ratio taken within each round is the one that speed does not move."""
+    x, y = a.get("in_turn") or [], b.get("in_turn") or []
+    if len(x) > 1 and len(x) == len(y) and all(y):
+        return statistics.median(p / q for p, q in zip(x, y))
+    if a.get("seconds") and b.get("seconds"):
+        return a["seconds"] / b["seconds"]
+    return None
 
 
 def checks(results: dict, n: int) -> list[str]:
@@ -230,12 +249,14 @@ def table(results: dict) -> list[str]:
             naive = by_m.get("naive", {}).get("seconds")
             dl = by_m.get("dlt", {})
             hs = h.get("seconds")
+            own_limit = by_m.get("limit")
+            to_limit = _f(paired_ratio(h, own_limit), "{:.2f}×") if own_limit and h else _ratio(hs, lim, 2)
             if workload == "W2D":  # it reads nothing new: neither a rate nor a ratio to a load
-                lim = None
+                lim, to_limit = None, "n/a"
             lines.append(
                 f"| {backend} | {workload} {DESCRIPTION[workload]} | {h.get('n', 0):,} | {_f(hs)} | "
                 f"{_f(h['n'] / hs if hs and workload != 'W2D' else None, '{:,.0f}')} | {_f(h.get('peak_rss_mib'), '{:.0f}')} | "
-                f"{_f(lim)} | {_ratio(hs, lim, 2)} | {_f(naive)}{'*' if by_m.get('naive', {}).get('extrapolated') else ''} | "
+                f"{_f(lim)} | {to_limit} | {_f(naive)}{'*' if by_m.get('naive', {}).get('extrapolated') else ''} | "
                 f"{_ratio(naive, hs)} | {dl.get('na') and 'n/a' or _f(dl.get('seconds'))} | {_ratio(dl.get('seconds'), hs)} | "
                 f"{_f(dl.get('peak_rss_mib'), '{:.0f}')} |"
             )
@@ -253,6 +274,10 @@ def method_table(results: dict) -> list[str]:
                 note = f" (ran {r['ran']:,}, extrapolated)" if r.get("extrapolated") else ""
                 if len(r.get("runs", ())) > 1:
                     note += f" (median of {', '.join(f'{t:.2f}' for t in r['runs'])})"
+                limit = by_m.get("limit", {})
+                if method == "halodb" and len(r.get("in_turn", ())) > 1 and len(limit.get("in_turn", ())) == len(r["in_turn"]):
+                    by_round = ", ".join(f"{p / q:.2f}" for p, q in zip(r["in_turn"], limit["in_turn"]))
+                    note += f" (halodb/limit by round: {by_round}; median {paired_ratio(r, limit):.2f}, ratio of the medians {r['seconds'] / limit['seconds']:.2f})"
                 lines.append(
                     f"| {backend} | {workload} | {method}{note} | {r['n']:,} | {r['seconds']:.2f} | {r['n'] / r['seconds']:,.0f} | {r['peak_rss_mib']:.0f} |"
                 )
@@ -332,11 +357,18 @@ and batch sizes do, and this is where they differ from the PostgreSQL run above:
   seen, so a first load into an empty scope sends none.
 - **The source is read ahead differently** (`halodb/sync/prefetch.py`). On PostgreSQL it is
   read in the engine's own thread, inside each `COPY` once its rows are sent, while the server
-  stores them. A reader thread gained nothing there: psycopg waits in short steps, and after each
-  one the engine must win the GIL back from the computing reader. On SQL Server a thread still
-  reads a batch ahead: there is no `COPY` gap, and pyodbc runs a whole `fast_executemany` in one
-  call that releases the GIL, so the engine takes it back once per statement, not once per step.
-  That reasoning is not measured: no SQL Server runs here.
+  stores them; once the next batch is read, its records are prepared there too, from the sites the
+  run has looked up (`sites.Known`). A reader thread gained nothing there: psycopg waits in short
+  steps, and after each one the engine must win the GIL back from the computing reader. On SQL
+  Server a thread still reads and hashes a batch ahead, and each batch is prepared when it is
+  written: there is no `COPY` gap, and pyodbc runs a whole `fast_executemany` in one call that
+  releases the GIL, so the engine takes it back once per statement, not once per step. Sites and
+  clients are looked up once per run on every backend. That reasoning is not measured: no SQL
+  Server runs here.
+- **COPY rows are pushed during the gap** on PostgreSQL: psycopg holds the last 32 KiB of rows
+  until a `COPY` ends, which starved the server in every gap (step 28 of the tuning notes).
+  `fast_executemany` sends a statement's whole parameter array at once, so SQL Server has no
+  such tail.
 - **New Halo rows** need their identity values back in row order. pyodbc has no `COPY`, and Halo's
   identity columns cannot be pre-allocated the way this run takes PostgreSQL sequence values, so
   SQLAlchemy's insertmanyvalues sends `INSERT … OUTPUT inserted.id SELECT … FROM (VALUES …) ORDER BY`
@@ -357,7 +389,13 @@ and batch sizes do, and this is where they differ from the PostgreSQL run above:
 - **Device numbering** reads `max(devnum)` `WITH (UPDLOCK, HOLDLOCK)`, so a device added in Halo
   meanwhile waits for halodb's transaction instead of taking the same number.
 - **Statistics**: SQL Server refreshes them itself before it compiles a plan on a table that has
-  grown, so the `ANALYZE` halodb runs on PostgreSQL after a big load has no SQL Server counterpart.
+  grown, so the `ANALYZE` halodb runs on PostgreSQL after a big load (0.01 s at 100,000 links,
+  with the 10 buckets per column of migration 0005) has no SQL Server counterpart.
+- **Link keys compare bytewise** on both: `source_key` has a binary collation on SQL Server
+  (migration 0002), and on PostgreSQL the link table's four key columns take the `C` collation
+  (0005), which made its unique index 20 % cheaper to fill. The three scope columns keep the Halo
+  database's case-insensitive collation on SQL Server; whether a binary one would pay there too is
+  not measured.
 
 The physical-limit proxy there would be `fast_executemany` in chunks, or the bulk-copy API of
 Microsoft's `mssql-python` driver. A first load therefore pays more round trips per batch on SQL
@@ -394,6 +432,8 @@ def render(results: dict, n: int, profile_text: str | None, started: dt.datetime
         *table(results),
         "",
         "halodb/limit: how many times a raw bulk insert halodb takes (design target for W1 on PostgreSQL: ≤ 2.5×); "
+        "where both ran in turns, the median of the ratios within each round (`paired_ratio`), the ratio of the "
+        "medians being listed under 'Every measurement'; "
         "naive/halodb and dlt/halodb: how many times faster halodb is (targets: ≥ 20× and ≥ 1.5×).",
         "",
         "### Every measurement",

@@ -65,7 +65,7 @@ def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_tim
     # The header names the median cells from the data; the naive single run is not among them.
     assert "Medians, their times listed under 'Every measurement': sqlite halodb W1 (median of 3); sqlite limit W1 (median of 3). Every other cell is one run." in report
     assert "naive W1 (median" not in report
-    assert f"| sqlite | W1 | halodb (median of {', '.join(f'{t:.2f}' for t in by_m['halodb']['runs'])}) |" in report
+    assert f"| sqlite | W1 | halodb (median of {', '.join(f'{t:.2f}' for t in by_m['halodb']['runs'])}) (halodb/limit by round: " in report
 
 
 def test_a_single_run_report_claims_no_median():
@@ -117,6 +117,19 @@ def test_repeated_methods_take_turns_and_the_slow_baselines_run_once(monkeypatch
     results = bench.run_all(N, ["sqlite"], ["W1"], ["halodb", "limit", "naive", "source"], log=lambda *a: None, repeat=3)
     assert calls == ["halodb", "limit", "source"] * 3 + ["naive"]
     assert results["sqlite"]["W1"]["halodb"]["runs"] == [1.0, 4.0, 7.0] and results["sqlite"]["W1"]["halodb"]["seconds"] == 4.0
+    assert results["sqlite"]["W1"]["limit"]["in_turn"] == [2.0, 5.0, 8.0]  # in the order of the rounds
+
+
+def test_halodb_over_the_limit_is_taken_round_by_round_where_they_took_turns():
+    # The machine was twice as fast in the first round: each round says 2x, the medians 4x.
+    halodb = {"seconds": 4.0, "runs": [2.0, 4.0, 4.2], "in_turn": [2.0, 4.0, 4.2], "n": N, "peak_rss_mib": 1.0}
+    limit = {"seconds": 1.0, "runs": [1.0, 1.0, 2.0], "in_turn": [1.0, 2.0, 1.0], "n": N, "peak_rss_mib": 1.0}
+    assert bench.paired_ratio(halodb, limit) == pytest.approx(2.0)
+    assert bench.paired_ratio({"seconds": 3.0}, {"seconds": 1.5}) == pytest.approx(2.0)  # one run each: the plain ratio
+    rows = bench.table({"postgresql": {"W1": {"halodb": halodb, "limit": limit}}})
+    assert "| 1.00 | 2.00× |" in rows[2]
+    lines = bench.method_table({"postgresql": {"W1": {"halodb": halodb, "limit": limit}}})
+    assert "halodb/limit by round: 2.00, 2.00, 4.20; median 2.00, ratio of the medians 4.00" in lines[2]
 
 
 def test_the_tracked_read_leaves_a_position_and_reads_nothing_from_it():
