@@ -197,11 +197,19 @@ def paired_ratio(a: dict, b: dict) -> float | None:
     seconds. This machine's speed can change by half between rounds (the source read took 0.63 s
     in three rounds of one run and 1.1 s in the other two), and then the two medians come from
     different rounds: a ratio taken within each round is the one that speed does not move."""
-    x, y = a.get("in_turn") or [], b.get("in_turn") or []
-    if len(x) > 1 and len(x) == len(y) and all(y):
-        return statistics.median(p / q for p, q in zip(x, y))
+    by_round = round_ratios(a, b)
+    if by_round:
+        return statistics.median(by_round)
     if a.get("seconds") and b.get("seconds"):
         return a["seconds"] / b["seconds"]
+    return None
+
+
+def round_ratios(a: dict, b: dict) -> list[float] | None:
+    """``a``'s time over ``b``'s in each round they took turns in; None if they did not."""
+    x, y = a.get("in_turn") or [], b.get("in_turn") or []
+    if len(x) > 1 and len(x) == len(y) and all(y):
+        return [p / q for p, q in zip(x, y)]
     return None
 
 
@@ -275,9 +283,10 @@ def method_table(results: dict) -> list[str]:
                 if len(r.get("runs", ())) > 1:
                     note += f" (median of {', '.join(f'{t:.2f}' for t in r['runs'])})"
                 limit = by_m.get("limit", {})
-                if method == "halodb" and len(r.get("in_turn", ())) > 1 and len(limit.get("in_turn", ())) == len(r["in_turn"]):
-                    by_round = ", ".join(f"{p / q:.2f}" for p, q in zip(r["in_turn"], limit["in_turn"]))
-                    note += f" (halodb/limit by round: {by_round}; median {paired_ratio(r, limit):.2f}, ratio of the medians {r['seconds'] / limit['seconds']:.2f})"
+                by_round = round_ratios(r, limit) if method == "halodb" else None
+                if by_round:
+                    shown = ", ".join(f"{x:.2f}" for x in by_round)
+                    note += f" (halodb/limit by round: {shown}; median {statistics.median(by_round):.2f}, ratio of the medians {r['seconds'] / limit['seconds']:.2f})"
                 lines.append(
                     f"| {backend} | {workload} | {method}{note} | {r['n']:,} | {r['seconds']:.2f} | {r['n'] / r['seconds']:,.0f} | {r['peak_rss_mib']:.0f} |"
                 )

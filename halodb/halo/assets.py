@@ -19,7 +19,7 @@ from halodb.errors import RecordError
 from halodb.halo import audit
 from halodb.halo.repository import FieldChange, Repository, WriteContext, chunks, normalise_key
 from halodb.halo.schema import area, device, field, info, site, typeinfo, xtype
-from halodb.halo.sites import resolve_site
+from halodb.halo.sites import Known, resolve_site
 
 FIELD_PREFIX = "field:"
 _DEVICE_KIND = "d"  # info.ikind for asset values
@@ -38,14 +38,17 @@ class AssetRepository(Repository):
 
     # -- preparing -------------------------------------------------------------------------------
 
+    def new_known(self) -> Known:
+        return Known()
+
     def prepare(
         self, conn: Connection, records: Sequence[Mapping[str, Any]], *, default_site: int | None = None, known: Any = None
     ) -> list[dict | RecordError]:
-        """Resolve site, asset type (by name) and field names for the whole batch (every batch
-        reads them: ``known`` is not kept)."""
+        """Resolve site, asset type (by name) and field names for the whole batch. Sites are read
+        once per run (``known``, from ``new_known``); asset types and their fields every batch."""
         type_names = {r["assettype_name"] for r in records if r.get("assettype_name")}
         types = self.type_ids(conn, type_names)
-        resolved = resolve_site(conn, records, default_site)
+        resolved = resolve_site(conn, records, default_site, known)
         type_ids = {r.get("assettype_id") or types.get(normalise_key(r.get("assettype_name"))) for r in records}
         slots = self.slots(conn, [t for t in type_ids if t])
 

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 
 from halodb.errors import RecordError
 from halodb.halo.repository import Repository
-from halodb.halo.sites import Known, look_up_sites, resolve_known
+from halodb.halo.sites import Known, resolve_known, resolve_site
 from halodb.halo.schema import area, site, users
 
 
@@ -34,18 +34,16 @@ class UserRepository(Repository):
         """Resolve sites and clients for the batch, build missing display names, coerce values.
 
         ``known``: the sites and clients the run has looked up so far; only the rest is read."""
-        known = Known() if known is None else known
-        look_up_sites(conn, records, default_site, known)
-        prepared = self.prepare_known(records, known, default_site=default_site)
-        assert prepared is not None  # everything the records name was just looked up
-        return prepared
+        return self._finish(resolve_site(conn, records, default_site, known))
 
     def prepare_known(self, records: Sequence[Mapping[str, Any]], known: Known, *, default_site: int | None = None) -> list[dict | RecordError] | None:
         """``prepare`` from the sites and clients in ``known`` alone, without the database; None
         if a record names one it does not hold."""
-        resolved = resolve_known(records, default_site, known)  # each record a copy, or its error
-        if resolved is None:
-            return None
+        resolved = resolve_known(records, default_site, known)
+        return None if resolved is None else self._finish(resolved)
+
+    def _finish(self, resolved: list[dict | RecordError]) -> list[dict | RecordError]:
+        # Each resolved record is a copy of its source record, or its error.
         return [r if isinstance(r, RecordError) else self._try(self.coerce, _add_name(r)) for r in resolved]
 
 

@@ -197,7 +197,8 @@ class SyncEngine:
             return [None if r.error else row_hash(r.fields, state.salt) for r in batch]
 
         def prepare_ahead(part: list[SourceRecord]) -> list[dict | RecordError | None] | None:
-            # From the references earlier batches looked up; None sends the part to _batch.
+            # From the references earlier batches looked up; None (also from a repository that
+            # cannot prepare without the database) sends the part to _batch.
             if not state.preparing:
                 return None
             usable = [r for r in part if not r.error]
@@ -211,7 +212,7 @@ class SyncEngine:
         # PostgreSQL in this thread, while the server stores each COPY (and once the next batch
         # is read, its records are prepared there too); elsewhere in a thread.
         if conn.dialect.name == "postgresql":
-            reader = ReadInGaps(entity.read(ctx), self.limits.batch_size, hashes, prepare_ahead if state.known is not None else None)
+            reader = ReadInGaps(entity.read(ctx), self.limits.batch_size, hashes, prepare_ahead)
         else:
             reader = Prefetch(entity.read(ctx), self.limits.batch_size, hashes)
         with reader as source, bulk.meanwhile(source.read_ahead):

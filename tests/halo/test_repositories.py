@@ -344,6 +344,21 @@ def test_asset_insert_numbers_per_site_and_writes_values(halo, asset_type):
     assert (stored[ids[2]]["site_id"], stored[ids[2]]["devnum"], stored[ids[2]]["inventory_number"]) == (site_b, 1, "B1")
 
 
+def test_assets_read_their_sites_once_per_run_and_asset_types_every_batch(halo, asset_type):
+    _, site_a = add_client_with_site(halo, "A", "Site A")
+    statements = []
+    event.listen(halo, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    known = assets.new_known()
+    batch = [{"inventory_number": "A1", "site_id": site_a, "assettype_name": "Laptop"}]
+    with halo.connect() as conn:
+        first = assets.prepare(conn, batch, known=known)
+        reads = [s for s in statements if "FROM site" in s]
+        second = assets.prepare(conn, batch, known=known)
+    assert first == second and first[0]["site_id"] == site_a
+    assert len(reads) == 1 and [s for s in statements if "FROM site" in s] == reads  # the site: once
+    assert sum("FROM xtype" in s for s in statements) == 2  # the asset type: every batch
+
+
 def test_asset_first_devnums_in_an_empty_site_start_at_one(halo, asset_type):
     _, site_a = add_client_with_site(halo)
     rows = [{"inventory_number": f"N{i}", "site_id": site_a, "assettype_id": asset_type, "inactive": False} for i in range(3)]
