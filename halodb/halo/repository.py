@@ -216,22 +216,34 @@ class Repository:
         ``_to_text``, whose rules ``coerce`` runs inline for plain strings."""
         return {name: c.keywords["length"] for name, c in self._converters.items() if c.func is _to_text}
 
+    @cached_property
+    def _int_fields(self) -> frozenset[str]:
+        """Whole-number columns among ``writable``: an ``int`` for one is kept as it is."""
+        return frozenset(name for name, c in self._converters.items() if c.func is _to_int)
+
     def coerce(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Check field names and convert values to the column types; raise RecordError if bad."""
         row: dict[str, Any] = {}
-        converters, text_limits = self._converters, self._text_limits
+        converters, text_limits, int_fields = self._converters, self._text_limits, self._int_fields
+        # Runs for every field of every record of a first load (1.2 million times for 100,000
+        # users), so the common cases skip the converter call: a string for a text column gets
+        # _to_text's rules inline, and an int for a whole-number column and a None for any
+        # known column are kept as they are, as their converters would keep them.
         for name, value in record.items():
-            if type(value) is str and name in text_limits:  # most values: _to_text's rules, inline
+            kind = type(value)
+            if kind is str and name in text_limits:
                 value = value.strip()
                 limit = text_limits[name]
                 if limit and len(value) > limit:
                     raise RecordError(f"{name} is longer than {limit} characters")
                 row[name] = value or None
-                continue
-            convert = converters.get(name)
-            if convert is None:
-                raise RecordError(f"unknown {self.audit_name.lower()} field {name!r}")
-            row[name] = None if value is None else convert(value)  # every converter keeps None
+            elif (kind is int and name in int_fields) or (value is None and name in converters):
+                row[name] = value
+            else:
+                convert = converters.get(name)
+                if convert is None:
+                    raise RecordError(f"unknown {self.audit_name.lower()} field {name!r}")
+                row[name] = convert(value)
         if row.get(self.inactive_field) is None:
             row[self.inactive_field] = False
         for name in self.required:
