@@ -413,12 +413,12 @@ def test_generator_field_shapes_and_mix():
     assert {"Zoë", "Łukasz", "José", "李", "Müller"} <= names
 
 
-def test_generator_is_fast_enough_for_100k():
-    import time
-    start = time.perf_counter()
+def test_generator_makes_100k_distinct_users():
+    # The Azure AD benchmark reads 100,000 of them. (How long that takes is the benchmark's to
+    # measure, not a test's to assert: a slower machine would fail it.)
     users = generate_users(100_000, seed=1)
     assert len(users) == 100_000
-    assert time.perf_counter() - start < 2.0
+    assert len({u["id"] for u in users}) == len({u["userPrincipalName"] for u in users}) == 100_000
 
 
 def test_ca_bundle_environment_cannot_override_verify(fake_graph, make_client, monkeypatch):
