@@ -6,7 +6,7 @@ deactivation safe (a record is deactivated only after it was missing for N compl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -48,6 +48,22 @@ PRELOAD_LIMIT = 200_000
 #: In ``Lookup._known``: this key was asked for in this run, so its link is read from the database.
 _ASKED = None
 
+# Positions in a link row: the one-pass read keeps the driver's rows (tuples in ``Link``'s order)
+# rather than building 100,000 ``Link``s that a re-sync with nothing changed never needs.
+_ID, _KEY, _MISSED, _HASH, _DEACTIVATED = (Link._fields.index(f) for f in ("id", "source_key", "missed_runs", "row_hash", "deactivated"))
+
+
+class Found(NamedTuple):
+    """A batch's links, sorted out by the row hashes of its records (``Lookup.sort_out``)."""
+
+    #: Source key -> link id: active links that carry their record's hash. Nothing to prepare or
+    #: write for these records; their links only need to be counted as seen.
+    unchanged: dict[str, int]
+    #: The ids among ``unchanged`` of links that earlier runs had missed (their count restarts).
+    revived: list[int]
+    #: Every other link found, by source key.
+    links: dict[str, Link]
+
 
 class Lookup:
     """The links of one scope for one run, looked up batch by batch or read in one pass.
@@ -74,8 +90,8 @@ class Lookup:
         self.scope = scope
         self.full_batch = full_batch
         self.preload_limit = PRELOAD_LIMIT if preload_limit is None else preload_limit
-        #: After the pass: source key -> its link from the pass, or _ASKED once asked for.
-        self._known: dict[str, Link | None] | None = None
+        #: After the pass: source key -> its link row from the pass, or _ASKED once asked for.
+        self._known: dict[str, tuple | None] | None = None
         self._complete = False  # every key not in _known is known to have no link
         self._decided = False
 
@@ -85,30 +101,46 @@ class Lookup:
         return not self._complete
 
     def __call__(self, conn: Connection, keys: Sequence[str]) -> dict[str, Link]:
+        """The links of ``keys``, by source key."""
+        return self.sort_out(conn, {}, keys).links
+
+    def sort_out(self, conn: Connection, digests: Mapping[str, str], others: Sequence[str] = ()) -> Found:
+        """The links of a batch: of the records ``digests`` maps to their row hashes, and of the
+        keys in ``others`` (records in error, whose links are only looked up)."""
+        keys = [*digests, *others]
         if not self._decided and len(keys) >= self.full_batch:
             self._preload(conn)
             self._decided = True  # only now: a pass that failed (and rolled back) is tried again
         known = self._known
         if known is None:
-            return lookup(conn, self.scope, keys)
-        found: dict[str, Link] = {}
-        from_db = []
-        for key in keys:
-            hit = known.get(key, False)
-            if hit is False:  # not in the pass, not asked for before
-                if self._complete:
-                    known[key] = _ASKED
-                else:
+            rows: dict[str, tuple] = lookup(conn, self.scope, keys)
+        else:
+            rows = {}
+            from_db = []
+            for key in keys:
+                hit = known.get(key, False)
+                if hit is False:  # not in the pass, not asked for before
+                    if self._complete:
+                        known[key] = _ASKED
+                    else:
+                        from_db.append(key)
+                elif hit is _ASKED:
                     from_db.append(key)
-            elif hit is _ASKED:
-                from_db.append(key)
+                else:
+                    rows[key] = hit
+                    known[key] = _ASKED
+            if from_db:
+                rows.update(lookup(conn, self.scope, from_db))
+            if self._complete and len(known) > self.preload_limit:
+                self._complete = False  # memory stays bounded; unknown keys go to the database again
+        found = Found({}, [], {})
+        for key, row in rows.items():
+            if digests.get(key) == row[_HASH] and not row[_DEACTIVATED]:  # row_hash is NOT NULL
+                found.unchanged[key] = row[_ID]
+                if row[_MISSED]:
+                    found.revived.append(row[_ID])
             else:
-                found[key] = hit
-                known[key] = _ASKED
-        if from_db:
-            found.update(lookup(conn, self.scope, from_db))
-        if self._complete and len(known) > self.preload_limit:
-            self._complete = False  # memory stays bounded; unknown keys go to the database again
+                found.links[key] = row if type(row) is Link else Link._make(row)
         return found
 
     def unseen(self) -> list[Link] | None:
@@ -116,7 +148,8 @@ class Lookup:
         :func:`missing` would find, without reading the scope again. None if there was no pass."""
         if self._known is None:
             return None
-        return sorted((found for found in self._known.values() if found is not _ASKED and not found.deactivated), key=lambda found: found.id)
+        rows = (row for row in self._known.values() if row is not _ASKED and not row[_DEACTIVATED])
+        return sorted(map(Link._make, rows), key=lambda found: found.id)
 
     def _preload(self, conn: Connection) -> None:
         count = conn.execute(select(func.count()).select_from(link).where(self.scope.where(link))).scalar_one()
@@ -131,8 +164,7 @@ class Lookup:
             result.close()
         # Set together and only after the read succeeded: a half-done pass would make unseen()
         # report no missing links, and nothing would be deactivated.
-        make = Link._make
-        self._known = {r[1]: make(r) for r in rows}
+        self._known = {row[_KEY]: row for row in rows}
         self._complete = True
 
 

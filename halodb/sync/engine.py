@@ -300,17 +300,13 @@ class SyncEngine:
                 if ready is not None and ready[i] is not None:
                     prepared_ahead[record.key] = ready[i]
         records = list(unique.values())
-        known = state.lookup(conn, [r.key for r in records] + [r.key for r, _ in bad])
+        found = state.lookup.sort_out(conn, digests, [r.key for r, _ in bad])
+        known, unchanged = found.links, found.unchanged  # known: the links of the records that need work
         touched: list[links.Link] = []
         settled: list[SourceRecord] = []
         to_prepare: list[SourceRecord] = []
         for record in records:
-            link = known.get(record.key)
-            if link is not None and link.row_hash == digests[record.key] and not link.deactivated:
-                touched.append(link)
-                settled.append(record)
-            else:
-                to_prepare.append(record)
+            (settled if record.key in unchanged else to_prepare).append(record)
         report.unchanged += len(settled)
         state.preparing = 2 * len(to_prepare) >= len(records)
 
@@ -397,7 +393,8 @@ class SyncEngine:
         touched.extend(known[r.key] for r, _ in bad if r.key in known)  # present, just not usable
         links.add(conn, scope, new_links, report.run_id)
         links.refresh(conn, refreshed, report.run_id)
-        links.touch(conn, [t.id for t in touched if t.missed_runs], report.run_id)
+        links.touch(conn, found.revived + [t.id for t in touched if t.missed_runs], report.run_id)
+        state.seen_in_batch.extend(unchanged.values())
         state.seen_in_batch.extend(t.id for t in touched)
         if bad:
             quarantine.put(conn, scope, report.run_id, [(r.key, reason, r.fields) for r, reason in bad])

@@ -170,3 +170,28 @@ def test_a_link_pass_that_fails_once_is_read_again_and_missing_links_still_count
     assert len(passes) == 2, passes  # failed once, read again in the retried batch
     assert report.status == "ok", report.error
     assert (report.unchanged, report.deactivated) == (11, 1)
+
+
+def test_sort_out_settles_only_active_links_that_carry_the_records_hash(halo):
+    # Four linked users, each sorted out differently; the one-pass read and the per-batch lookup
+    # must agree.
+    _, site_id = add_client_with_site(halo)
+    records = user_records(4, site_id)
+    engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=4))
+    engine.run(users_entity(ListSource(records)))
+    with halo.begin() as conn:
+        ids = dict(conn.execute(select(link.c.source_key, link.c.id)).all())
+        hashes = dict(conn.execute(select(link.c.source_key, link.c.row_hash)).all())
+        conn.execute(link.update().where(link.c.source_key == "u1").values(missed_runs=1))  # missed once
+        conn.execute(link.update().where(link.c.source_key == "u2").values(deactivated=True))
+    digests = {"u0": hashes["u0"], "u1": hashes["u1"], "u2": hashes["u2"], "u3": "changed", "u9": "new"}
+    for full_batch in (5, 50):  # 5 keys: read in one pass; a full batch of 50: looked up
+        with halo.connect() as conn:
+            lookup = links.Lookup(SCOPE, full_batch=full_batch)
+            found = lookup.sort_out(conn, digests, ["u0"])  # u0 also came as a record in error
+            assert (lookup._known is not None) == (full_batch == 5)
+        assert found.unchanged == {"u0": ids["u0"], "u1": ids["u1"]}
+        assert found.revived == [ids["u1"]]
+        assert sorted(found.links) == ["u2", "u3"]  # deactivated, changed; u9 has no link
+        assert all(type(each) is links.Link for each in found.links.values())
+        assert found.links["u2"].deactivated and found.links["u3"].row_hash == hashes["u3"]
