@@ -60,7 +60,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
-def row_hash(fields: dict, salt: str = "") -> str:
+def row_hash(fields: dict, salt: bytes = b"") -> str:
     """A stable fingerprint of a source record: equal hashes mean nothing to write.
 
     ``salt`` stands for everything else that shapes the Halo row (see ``run_salt``), so when any
@@ -69,7 +69,7 @@ def row_hash(fields: dict, salt: str = "") -> str:
         text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS, default=str)
     except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-string key)
         text = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha1(salt.encode() + text).hexdigest()
+    return hashlib.sha1(salt + text).hexdigest()
 
 
 Progress = Callable[[EntityReport], None]
@@ -84,7 +84,7 @@ ANALYZE_AFTER = 1000
 HASH_VERSION = 1
 
 
-def run_salt(conn: Connection, entity: Entity) -> str:
+def run_salt(conn: Connection, entity: Entity) -> bytes:
     """What shapes a Halo row besides the source record: the entity's options and the Halo data
     its preparation resolves against (sites, clients, asset types), read once per run."""
     parts = {
@@ -94,13 +94,14 @@ def run_salt(conn: Connection, entity: Entity) -> str:
         "create_only": sorted(entity.create_only),
         "references": entity.repository.reference_fingerprint(conn),
     }
-    return json.dumps(parts, sort_keys=True, default=str)
+    # As bytes, encoded once per run rather than once per record hash.
+    return json.dumps(parts, sort_keys=True, default=str).encode()
 
 
 class RunState:
     """What one entity run carries from batch to batch, undone with a batch that rolls back."""
 
-    def __init__(self, entity: Entity, report: EntityReport, waiting: set[str], full_batch: int, salt: str):
+    def __init__(self, entity: Entity, report: EntityReport, waiting: set[str], full_batch: int, salt: bytes):
         self.report = report
         self.salt = salt  # part of every record hash (run_salt)
         self.index = MatchIndex(entity.repository, entity.scope, entity.match_fields)
