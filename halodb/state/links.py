@@ -152,15 +152,16 @@ class Lookup:
         return sorted(map(Link._make, rows), key=lambda found: found.id)
 
     def _preload(self, conn: Connection) -> None:
-        # One query, capped one row past the limit, rather than a count first: a scope over the
-        # limit costs its run one wasted read of that many rows, every other run a round trip less.
-        result = conn.execute(select(*_COLUMNS).where(self.scope.where(link)).limit(self.preload_limit + 1))
-        # The driver's own rows, fetched at once: SQLAlchemy's row-by-row iteration took
-        # twice as long for 100,000 links, half of a re-sync with nothing changed.
-        rows = result.cursor.fetchall()
-        result.close()
-        if len(rows) > self.preload_limit:
+        count = conn.execute(select(func.count()).select_from(link).where(self.scope.where(link))).scalar_one()
+        if count > self.preload_limit:
             return
+        rows = []
+        if count:
+            result = conn.execute(select(*_COLUMNS).where(self.scope.where(link)))
+            # The driver's own rows, fetched at once: SQLAlchemy's row-by-row iteration took
+            # twice as long for 100,000 links, half of a re-sync with nothing changed.
+            rows = result.cursor.fetchall()
+            result.close()
         # Set together and only after the read succeeded: a half-done pass would make unseen()
         # report no missing links, and nothing would be deactivated.
         self._known = {row[_KEY]: row for row in rows}

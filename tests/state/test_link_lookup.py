@@ -46,9 +46,9 @@ def test_a_full_resync_reads_the_links_in_one_pass(halo):
     with LinkQueries(halo) as queries:
         report = engine.run(users_entity(ListSource(records)))
     assert report.unchanged == 12
-    # one pass, which also answers which links went missing; per batch it would be 4 lookups
-    # and a scan for missing links
-    assert queries.count == 1
+    # a count and one pass, which also answers which links went missing; per batch it would be
+    # a count, 4 lookups and a scan for missing links
+    assert queries.count == 2
 
 
 def test_a_scope_over_the_limit_is_looked_up_batch_by_batch(halo, monkeypatch):
@@ -60,7 +60,7 @@ def test_a_scope_over_the_limit_is_looked_up_batch_by_batch(halo, monkeypatch):
     with LinkQueries(halo) as queries:
         report = engine.run(users_entity(ListSource(records)))
     assert report.unchanged == 12
-    assert queries.count == 1 + 4 + 1  # the pass given up, one lookup per batch, missing-link scan
+    assert queries.count == 1 + 4 + 1  # count, one lookup per batch, missing-link scan
 
 
 def test_missing_links_come_from_the_pass_and_are_deactivated_as_before(halo):
@@ -106,7 +106,7 @@ def test_a_key_seen_again_later_in_the_run_is_read_from_the_database(halo):
 
 def test_a_first_load_looks_no_key_up_in_the_database(halo):
     # An empty scope read in one pass: no key can have a link except one the run asked for
-    # already, so 12 new users cost that (empty) pass and no lookup.
+    # already, so 12 new users cost one count of the scope and no lookup.
     _, site_id = add_client_with_site(halo)
     engine = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3))
     with LinkQueries(halo) as queries:
@@ -138,7 +138,7 @@ def test_past_the_limit_unknown_keys_are_read_from_the_database_again(halo, monk
         report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3)).run(users_entity(ListSource(again)))
     assert (report.status, report.created, report.updated) == ("ok", 9, 1)
     assert user_count(halo) == 9
-    assert queries.count == 1 + 2  # the pass, then batches 3 and 4 from the database
+    assert queries.count == 1 + 2  # the count, then batches 3 and 4 from the database
 
 
 def test_a_link_pass_that_fails_once_is_read_again_and_missing_links_still_count(halo):
