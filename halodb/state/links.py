@@ -28,7 +28,7 @@ class Link(NamedTuple):  # a tuple: one is built for every record of every batch
     deactivated: bool
 
 
-_COLUMNS = (link.c.id, link.c.source_key, link.c.halo_id, link.c.row_hash, link.c.missed_runs, link.c.deactivated)
+_COLUMNS = tuple(link.c[name] for name in Link._fields)  # a row of these makes a Link
 
 
 def lookup(conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, Link]:
@@ -48,7 +48,7 @@ PRELOAD_LIMIT = 200_000
 #: In ``Lookup._known``: this key was asked for in this run, so its link is read from the database.
 _ASKED = None
 
-# Positions in a link row: the one-pass read keeps the driver's rows (tuples in ``Link``'s order)
+# Positions in a link row: the one-pass read keeps the driver's rows (in ``Link``'s order)
 # rather than building 100,000 ``Link``s that a re-sync with nothing changed never needs.
 _ID, _KEY, _MISSED, _HASH, _DEACTIVATED = (Link._fields.index(f) for f in ("id", "source_key", "missed_runs", "row_hash", "deactivated"))
 
@@ -71,7 +71,7 @@ class Lookup:
     A re-sync of a whole source asks for every link of the scope, one batch at a time: 2,000 index
     probes per batch, most of a re-sync's cost once nothing has changed. So when the first lookup
     comes with a full batch (a full read, not a delta of a few changes) and the scope is small
-    enough, all its links are read in one streamed pass instead.
+    enough, all its links are read in one pass instead.
 
     After that pass the run knows every link of the scope, and nothing else writes the scope while
     the run holds its lock; links are only written for keys the run asked for. So each key asked
@@ -91,7 +91,7 @@ class Lookup:
         self.full_batch = full_batch
         self.preload_limit = PRELOAD_LIMIT if preload_limit is None else preload_limit
         #: After the pass: source key -> its link row from the pass, or _ASKED once asked for.
-        self._known: dict[str, tuple | None] | None = None
+        self._known: dict[str, Sequence | None] | None = None
         self._complete = False  # every key not in _known is known to have no link
         self._decided = False
 
@@ -106,14 +106,16 @@ class Lookup:
 
     def sort_out(self, conn: Connection, digests: Mapping[str, str], others: Sequence[str] = ()) -> Found:
         """The links of a batch: of the records ``digests`` maps to their row hashes, and of the
-        keys in ``others`` (records in error, whose links are only looked up)."""
+        keys in ``others`` (records in error or repeated in the batch). A key's link is in
+        ``unchanged`` if ``digests`` gives it the link's hash, even when the key is among
+        ``others`` too (a repeat of a record that is unchanged); else in ``links``."""
         keys = [*digests, *others]
         if not self._decided and len(keys) >= self.full_batch:
             self._preload(conn)
             self._decided = True  # only now: a pass that failed (and rolled back) is tried again
         known = self._known
         if known is None:
-            rows: dict[str, tuple] = lookup(conn, self.scope, keys)
+            rows: dict[str, Sequence] = lookup(conn, self.scope, keys)
         else:
             rows = {}
             from_db = []

@@ -302,7 +302,7 @@ class SyncEngine:
                     prepared_ahead[record.key] = ready[i]
         records = list(unique.values())
         found = state.lookup.sort_out(conn, digests, [r.key for r, _ in bad])
-        known, unchanged = found.links, found.unchanged  # known: the links of the records that need work
+        known, unchanged = found.links, found.unchanged  # known: every link found but the unchanged ones
         touched: list[links.Link] = []
         settled: list[SourceRecord] = []
         to_prepare: list[SourceRecord] = []

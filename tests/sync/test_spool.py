@@ -18,7 +18,9 @@ def source(n, fail_at=None, seen=None):
 
 
 def test_records_come_out_whole_and_in_order():
-    assert list(spooled(source(2500))) == list(source(2500))
+    out = list(spooled(source(2500)))
+    assert out == list(source(2500))
+    assert all(type(r) is SourceRecord for r in out)  # a named tuple equals a plain tuple too
 
 
 def test_a_failing_read_raises_before_the_first_record():
