@@ -107,6 +107,8 @@ class Database:
         if self.backend == "postgresql":
             with self.admin.connect() as conn:
                 conn.execute(text(f"DROP SCHEMA {self.schema} CASCADE"))
+                # dlt's merge stages its rows in a schema of its own beside the dataset's.
+                conn.execute(text(f"DROP SCHEMA IF EXISTS {self.schema}_staging CASCADE"))
             self.admin.dispose()
         else:
             for suffix in ("", "-wal", "-shm"):

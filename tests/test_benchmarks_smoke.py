@@ -23,11 +23,25 @@ def test_directory_is_deterministic_and_lazy():
     assert (updated, deactivated) == (2, 1) and len(w3) == N - deactivated
 
 
+def _schemas() -> set[str]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(bench.PG_URL)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT nspname FROM pg_namespace")).scalars())
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(backend, tmp_path, monkeypatch):
     if backend == "postgresql":
         use_test_postgresql_for_benchmarks(monkeypatch)
+        schemas_before = _schemas()
     results = bench.run_all(N, [backend], ["W1", "W2", "W2D", "W3", "W4"], w4_n=2 * N, log=lambda *a: None, timeout=300)
+    if backend == "postgresql":  # the run leaves nothing behind, dlt's staging schemas included
+        assert _schemas() == schemas_before
     by_w = results[backend]
     assert by_w["W1"]["halodb"]["created"] == N and by_w["W1"]["halodb"]["status"] == "ok"
     assert by_w["W1"]["limit"]["written"] == N
