@@ -127,9 +127,10 @@ def test_a_key_repeated_in_a_first_load_finds_the_link_it_wrote(halo):
         assert conn.execute(select(users.c.surname).join(link, link.c.halo_id == users.c.id).where(link.c.source_key == "u1")).scalar_one() == "Again"
 
 
-def test_past_the_limit_unknown_keys_are_read_from_the_database_again(halo, monkeypatch):
+def test_past_the_limit_new_keys_cost_no_lookup_and_a_repeated_key_is_still_found(halo, monkeypatch):
     # Remembering every key of a million-record first load would cost memory without bound: past
-    # PRELOAD_LIMIT known keys, a key not known is looked up, so a repeat is still found.
+    # PRELOAD_LIMIT known keys, the keys asked for go to a fixed-size filter. A key the filter may
+    # hold is looked up (a repeat must find the link the run wrote); any other costs no query.
     _, site_id = add_client_with_site(halo)
     monkeypatch.setattr(links, "PRELOAD_LIMIT", 4)
     records = user_records(9, site_id)
@@ -138,7 +139,17 @@ def test_past_the_limit_unknown_keys_are_read_from_the_database_again(halo, monk
         report = SyncEngine(halo, instance="t", agent_id=2, limits=Limits(batch_size=3)).run(users_entity(ListSource(again)))
     assert (report.status, report.created, report.updated) == ("ok", 9, 1)
     assert user_count(halo) == 9
-    assert queries.count == 1 + 2  # the count, then batches 3 and 4 from the database
+    assert queries.count == 1 + 1  # the count, then the repeated u7 from the database
+
+
+def test_the_asked_filter_holds_every_key_added_and_few_others():
+    asked = links.AskedFilter()
+    added = [f"key-{i}" for i in range(50_000)]
+    for key in added:
+        asked.add(key)
+    assert all(asked.may_hold(key) for key in added)  # never a false "not asked"
+    false_alarms = sum(asked.may_hold(f"other-{i}") for i in range(50_000))
+    assert false_alarms < 50  # about 1 in 10 million expected at 50,000 keys; a broken hash is far above
 
 
 def test_a_link_pass_that_fails_once_is_read_again_and_missing_links_still_count(halo):
