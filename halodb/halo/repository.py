@@ -244,6 +244,11 @@ class Repository:
                 if convert is None:
                     raise RecordError(f"unknown {self.audit_name.lower()} field {name!r}")
                 row[name] = convert(value)
+        return self._complete(row)
+
+    def _complete(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The rules for a whole converted row: active unless it says otherwise, and every
+        required field given; RecordError names the first one missing."""
         if row.get(self.inactive_field) is None:
             row[self.inactive_field] = False
         for name in self.required:

@@ -30,6 +30,10 @@ class Link(NamedTuple):  # a tuple: one is built for every record of every batch
 
 _COLUMNS = tuple(link.c[name] for name in Link._fields)  # a row of these makes a Link
 
+# Positions in a link row: the one-pass read keeps the driver's rows (in ``Link``'s order)
+# rather than building 100,000 ``Link``s that a re-sync with nothing changed never needs.
+_ID, _KEY, _MISSED, _HASH, _DEACTIVATED = (Link._fields.index(f) for f in ("id", "source_key", "missed_runs", "row_hash", "deactivated"))
+
 
 def lookup(conn: Connection, scope: Scope, keys: Iterable[str]) -> dict[str, Link]:
     """Links of ``keys`` in ``scope``, by source key."""
@@ -77,10 +81,6 @@ class AskedFilter:
     def may_hold(self, key: str) -> bool:
         bits = self._bits
         return all(bits[at >> 3] & (1 << (at & 7)) for at in self._positions(key))
-
-# Positions in a link row: the one-pass read keeps the driver's rows (in ``Link``'s order)
-# rather than building 100,000 ``Link``s that a re-sync with nothing changed never needs.
-_ID, _KEY, _MISSED, _HASH, _DEACTIVATED = (Link._fields.index(f) for f in ("id", "source_key", "missed_runs", "row_hash", "deactivated"))
 
 
 class Found(NamedTuple):

@@ -22,8 +22,8 @@ to overlap them, chosen by the engine per database:
 Either way only the read (and, in the gaps, preparing) moves: the engine's connection, its run
 state and every write stay in the calling thread, so what a batch does and how a failed batch
 rolls back is unchanged. What the source raises is raised in the calling thread where the next
-batch would have been taken, and the source is closed when the run ends. Memory stays flat: at most ``depth`` batches (a thread) or one
-batch (the gaps) wait.
+batch would have been taken, and the source is closed when the run ends. Memory stays flat: at
+most ``depth`` batches (a thread) or one batch (the gaps) wait.
 """
 
 from __future__ import annotations

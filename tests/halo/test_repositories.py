@@ -98,19 +98,14 @@ def test_same_value():
 
 
 def _coerce_field_by_field(repo, record: dict) -> dict:
-    """What ``coerce`` promises: each field through its column's converter, then the defaults
-    and the required fields checked (the oracle for its inline fast paths)."""
+    """What ``coerce`` promises: each field through its column's converter, then the rules for
+    the whole row (the oracle for its inline fast paths, which only the per-field part has)."""
     row = {}
     for name, value in record.items():
         if name not in repo.writable:
             raise RecordError(f"unknown {repo.audit_name.lower()} field {name!r}")
         row[name] = coerce_value(repo.table.c[name].type, value, name)
-    if row.get(repo.inactive_field) is None:
-        row[repo.inactive_field] = False
-    for name in repo.required:
-        if row.get(name) in (None, ""):
-            raise RecordError(f"{name} is empty")
-    return row
+    return repo._complete(row)
 
 
 _ANY_VALUE = st.one_of(
