@@ -39,6 +39,8 @@ def run_report(report: RunReport, *, show_changes: int = 0) -> str:
     for name, reason in report.skipped:
         out.append(f"skipped {name}: {reason}")
     for e in report.entities:
+        if e.note:
+            out.append(f"{e.label}: {e.note}")
         if e.error:
             out.append(f"{e.label}: {e.error}")
         for key, reason in e.quarantine[:10]:

@@ -267,6 +267,12 @@ def missing(conn: Connection, scope: Scope, run_id: int, seen: Seen) -> list[Lin
     return [Link(*r) for r in conn.execute(stmt.order_by(link.c.id)) if r[0] not in seen]
 
 
+def any_missed(conn: Connection, scope: Scope) -> bool:
+    """Whether an active link of ``scope`` is counting complete runs its record was missing from."""
+    stmt = select(link.c.id).where(scope.where(link), link.c.deactivated == False, link.c.missed_runs > 0).limit(1)  # noqa: E712
+    return conn.execute(stmt).first() is not None
+
+
 def count_active(conn: Connection, scope: Scope) -> int:
     """Links of ``scope`` whose Halo record halodb has not deactivated."""
     stmt = select(func.count()).select_from(link).where(scope.where(link), link.c.deactivated == False)  # noqa: E712

@@ -90,6 +90,9 @@ cursor = Table(
     *_scope(primary_key=True),
     Column("position", Unicode()),  # NVARCHAR(max): Graph delta links run to a few kB
     Column("updated", DateTime, nullable=False),
+    # The fingerprint of what the scope's last complete read returned, for a source that can tell
+    # its content has not changed without reading it (a spreadsheet file's digest; 0006).
+    Column("content", String(40)),
 )
 
 change = Table(

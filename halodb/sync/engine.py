@@ -72,6 +72,12 @@ def row_hash(fields: dict, salt: bytes = b"") -> str:
     return hashlib.sha1(salt + text).hexdigest()
 
 
+def content_mark(fingerprint: str, salt: bytes) -> str:
+    """What a scope's cursor row keeps of a source's content fingerprint: taken with the run's
+    salt, so that a change to anything else that shapes the Halo rows makes the next read whole."""
+    return hashlib.sha1(salt + fingerprint.encode()).hexdigest()
+
+
 Progress = Callable[[EntityReport], None]
 
 #: A run refreshes the link table's statistics once it created or updated this many records (each
@@ -189,9 +195,9 @@ class SyncEngine:
         scope = entity.scope
         # A dry run's open write transaction would block the lease renewal on SQLite.
         beat = heartbeat if not self.dry_run else (lambda: None)
-        ctx = ReadContext(cursors.get(conn, scope), beat)
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
+        ctx = ReadContext(cursors.get(conn, scope), beat, self._last_content(conn, entity, state))
         analyzed = 0  # links written when the link table's statistics were last refreshed
 
         def hashes(batch: list[SourceRecord]) -> list[str | None]:
@@ -233,16 +239,40 @@ class SyncEngine:
                 self.progress(report)
         if report.created + report.updated - analyzed >= ANALYZE_AFTER and not self.dry_run:
             links.analyze(conn)  # for the next run's lookups
-        report.complete = ctx.incomplete_reason is None
+        # A source that found its content unchanged returns nothing: a read with nothing missing.
+        unchanged = ctx.content_unchanged and report.fetched == 0
+        report.complete = ctx.incomplete_reason is None and not unchanged
         if report.complete and entity.deactivate:
             self._deactivate(conn, entity, report, state)
+        elif unchanged:
+            report.note = "source unchanged since its last complete read: nothing to read"
+            log.info("%s: %s", entity.label, report.note)
         elif not report.complete:
             log.info("%s: read incomplete (%s); nothing missing is deactivated", entity.label, ctx.incomplete_reason)
         held = ctx.removed and entity.deactivate and not self._deactivate_removed(conn, entity, report, ctx.removed)
         if ctx.new_cursor is not None and not held:
             # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
+        if ctx.content is not None and (report.complete or unchanged):
+            cursors.put_content(conn, scope, content_mark(ctx.content, state.salt), self.clock())
         self._commit(conn)
+
+    def _last_content(self, conn: Connection, entity: Entity, state: RunState) -> Callable[[str], bool] | None:
+        """For ``ReadContext.same_content``: whether a fingerprint matches the one the scope's last
+        complete read stored, or None when no read may be skipped."""
+        stored = cursors.content(conn, entity.scope)
+        if stored is None:
+            return None
+        # Forgotten, and committed, before anything is read: a run that writes and then fails
+        # leaves no fingerprint, so no later run takes the records it changed halfway as read.
+        # A run that completes stores one again with its last batch.
+        cursors.put_content(conn, entity.scope, None, self.clock())
+        self._commit(conn)
+        # A quarantined record is retried by every run, and a missing one counts complete runs:
+        # both need the source read again.
+        if state.waiting or (entity.deactivate and links.any_missed(conn, entity.scope)):
+            return None
+        return lambda fingerprint: content_mark(fingerprint, state.salt) == stored
 
     def _commit(self, conn: Connection) -> None:
         if not self.dry_run:

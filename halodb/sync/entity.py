@@ -33,7 +33,9 @@ class SourceRecord(NamedTuple):
 class ReadContext:
     """Handed to a source's ``read``: the stored position, and what the read reports back."""
 
-    def __init__(self, cursor: str | None, heartbeat: Callable[[], None] = lambda: None):
+    def __init__(
+        self, cursor: str | None, heartbeat: Callable[[], None] = lambda: None, last_content: Callable[[str], bool] | None = None
+    ):
         self.cursor = cursor
         self.new_cursor: str | None = None
         self.incomplete_reason: str | None = None
@@ -41,6 +43,29 @@ class ReadContext:
         #: For a read that takes long before its first record (a spooled read): call it now and
         #: then so the run keeps its lease (``halodb.sync.spool``).
         self.heartbeat = heartbeat
+        #: The fingerprint of everything this read returned (``set_content``), and whether the
+        #: source found its content unchanged instead (``same_content``).
+        self.content: str | None = None
+        self.content_unchanged = False
+        # From the engine: whether a fingerprint is the one the last complete read stored, with
+        # nothing since that makes a read necessary; None when there is no such fingerprint.
+        self._last_content = last_content
+
+    def same_content(self, fingerprint: str) -> bool:
+        """For a source that can fingerprint everything it would return without reading it (a
+        file's digest): True when the last complete read returned exactly that and no run needs
+        the records again (none is in quarantine, none is counting missed runs, nothing that
+        shapes the Halo rows changed). The read then returns nothing: a full read would write
+        nothing and deactivate nothing."""
+        self.content_unchanged = self._last_content is not None and self._last_content(fingerprint)
+        if self.content_unchanged:
+            self.content = fingerprint  # what the read stands for: stored again with its end
+        return self.content_unchanged
+
+    def set_content(self, fingerprint: str) -> None:
+        """The fingerprint of everything this read returned, taken of what was actually read (the
+        source may change meanwhile); stored with the read's last batch if the read completes."""
+        self.content = fingerprint
 
     def mark_incomplete(self, reason: str) -> None:
         """This read did not see every record (a size limit, a partial delta): deactivate nothing."""

@@ -30,6 +30,8 @@ class EntityReport:
     locked: int = 0  # left alone because Halo marks them locked
     skipped: int = 0  # new records an update-only import did not create
     complete: bool = False
+    #: Why the run read less than its whole source, when that is not an error (``same_content``).
+    note: str | None = None
     error: str | None = None
     seconds: float = 0.0
     run_id: int | None = None

@@ -16,8 +16,8 @@ def test_upgrade_reaches_the_head_on_each_backend(db_url):
     engine = create_engine(db_url)
     try:
         before, after = migrate.upgrade(engine)
-        assert (before, after) == (None, migrate.head()) and after == "0005"
-        assert migrate.upgrade(engine) == ("0005", "0005")  # again: nothing to do
+        assert (before, after) == (None, migrate.head()) and after == "0006"
+        assert migrate.upgrade(engine) == ("0006", "0006")  # again: nothing to do
         with engine.connect() as conn:
             indexes = {i["name"] for i in inspect(conn).get_indexes("halodb_link")}
         assert "ix_halodb_link_integration_connection_entity_halo_id" not in indexes
@@ -152,13 +152,28 @@ def test_0005_changes_nothing_on_sql_server_and_sets_every_link_column_on_postgr
     from halodb.state.tables import link
 
     sql = migrate.offline_sql(MSSQL)
-    step = sql[sql.index("-- Running upgrade 0004 -> 0005") :]
+    step = sql[sql.index("-- Running upgrade 0004 -> 0005") : sql.index("-- Running upgrade 0005 -> 0006")]
     assert "ALTER" not in step and "COLLATE" not in step
     pg = migrate.offline_sql("postgresql+psycopg://u@h/db")
-    step = pg[pg.index("-- Running upgrade 0004 -> 0005") :]
+    step = pg[pg.index("-- Running upgrade 0004 -> 0005") : pg.index("-- Running upgrade 0005 -> 0006")]
     assert step.count("ALTER TABLE halodb_link") == 1  # one statement: the unique index is rebuilt once
     for column in LINK_KEY_COLUMNS:
         assert f'ALTER COLUMN {column} TYPE VARCHAR(' in step and step.count(f'{column} TYPE') == 1
     migration = import_module("migrations.versions.0005_link_keys_compare_bytewise_on_postgresql")
     assert set(migration.COLUMNS) == {c.name for c in link.columns}  # as the table stands after 0005
     assert step.count("SET STATISTICS 10") == len(migration.COLUMNS)
+
+
+def test_0006_adds_a_nullable_content_fingerprint_to_the_cursor_row(db_url):
+    """The cursor row's ``content``: nullable, so existing cursors need no rewrite."""
+    engine = create_engine(db_url)
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            columns = {c["name"]: c for c in inspect(conn).get_columns("halodb_cursor")}
+        assert columns["content"]["nullable"]
+    finally:
+        engine.dispose()
+    step = migrate.offline_sql(MSSQL)
+    step = step[step.index("-- Running upgrade 0005 -> 0006") :]
+    assert "ALTER TABLE halodb_cursor ADD content VARCHAR(40) NULL" in step
