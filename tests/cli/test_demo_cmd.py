@@ -18,12 +18,14 @@ FIRST_ROWS = [
     "Spreadsheet  Assets   spreadsheet 'Demo assets'         7        7        0          0            0          0            0  ok",
     "SqlImport    Users    SQL import 'HR employees'        12       11        1          0            0          0            0  ok",
 ]
+# The spreadsheets have not changed since the first run: none is read again. The SQL import is.
 SECOND_ROWS = [
-    "Spreadsheet  Clients  spreadsheet 'Demo clients'        3        0        0          3            0          0            0  ok",
-    "Spreadsheet  Sites    spreadsheet 'Demo sites'          3        0        0          3            0          0            0  ok",
-    "Spreadsheet  Assets   spreadsheet 'Demo assets'         7        0        0          7            0          0            0  ok",
+    "Spreadsheet  Clients  spreadsheet 'Demo clients'        0        0        0          0            0          0            0  ok",
+    "Spreadsheet  Sites    spreadsheet 'Demo sites'          0        0        0          0            0          0            0  ok",
+    "Spreadsheet  Assets   spreadsheet 'Demo assets'         0        0        0          0            0          0            0  ok",
     "SqlImport    Users    SQL import 'HR employees'        12        0        0         12            0          0            0  ok",
 ]
+UNCHANGED = [f"spreadsheet 'Demo {name}': source unchanged since its last complete read: nothing to read" for name in ("clients", "sites", "assets")]
 
 
 @pytest.fixture
@@ -67,8 +69,8 @@ def test_demo_reports_and_writes_what_it_says(cli, tmp_path):
     again = cli.invoke(main, ["AUTO", "demo/appsettings.json"])
     assert again.exit_code == 0, again.output
     lines = again.stdout.splitlines()
-    assert lines[:6] == ["halodb run - instance demo", HEADER, *SECOND_ROWS]
-    assert lines[6] == "total: 0 created, 0 updated, 0 deactivated, 0 quarantined, 0 failed"
+    assert lines[:9] == ["halodb run - instance demo", HEADER, *SECOND_ROWS, *UNCHANGED]
+    assert lines[9] == "total: 0 created, 0 updated, 0 deactivated, 0 quarantined, 0 failed"
 
 
 def test_demo_into_an_existing_demo_folder(cli, tmp_path):

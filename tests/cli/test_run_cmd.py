@@ -132,9 +132,10 @@ def test_run_json_parses(synced):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["instance"] == "demo" and report["dry_run"] is False
-    assert [(e["integration"], e["entity"], e["unchanged"], e["status"]) for e in report["entities"]] == [
-        ("Spreadsheet", "Clients", 3, "ok"), ("Spreadsheet", "Sites", 3, "ok"),
-        ("Spreadsheet", "Assets", 7, "ok"), ("SqlImport", "Users", 12, "ok"),
+    unread = "source unchanged since its last complete read: nothing to read"  # the spreadsheets did not change
+    assert [(e["integration"], e["entity"], e["fetched"], e["unchanged"], e["note"], e["status"]) for e in report["entities"]] == [
+        ("Spreadsheet", "Clients", 0, 0, unread, "ok"), ("Spreadsheet", "Sites", 0, 0, unread, "ok"),
+        ("Spreadsheet", "Assets", 0, 0, unread, "ok"), ("SqlImport", "Users", 12, 12, None, "ok"),
     ]  # fmt: skip
 
 

@@ -4,16 +4,19 @@ fixture database on every backend (SQLite, PostgreSQL)."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import pytest
 from sqlalchemy import insert, select
 
 from halodb import runner
+from halodb.cli import output
 from halodb.config import load_settings
 from halodb.halo import settings as halo_settings
 from halodb.halo.assets import assets as asset_repo
 from halodb.halo.repository import keyed
+from halodb.integrations.spreadsheet.reader import fingerprint, read_rows
 from halodb.halo.schema import area, device, field, importcsv, site, typeinfo, users, xtype
 from tests.helpers import add_client_with_site, xlsx
 
@@ -127,8 +130,9 @@ def test_xlsx_clients_sites_users_assets(halo, db_url, tmp_path):
     state = spreadsheet_state(halo)
     assert state.last_sync is not None and state.last_error is None
 
-    again = run(config)
-    assert [(e.created, e.updated, e.unchanged) for e in again.entities] == [(0, 0, 2)] * 4
+    again = run(config)  # the same four files: none is read again
+    assert [(e.status, e.fetched, e.created, e.updated) for e in again.entities] == [("ok", 0, 0, 0)] * 4
+    assert "spreadsheet 'users sheet': source unchanged since its last complete read: nothing to read" in output.run_report(again)
 
 
 def test_csv_with_bom_and_non_ascii(halo, db_url, tmp_path):
@@ -150,6 +154,29 @@ def test_csv_with_bom_and_non_ascii(halo, db_url, tmp_path):
     assert people["jose@muller.example"]["name"] == "José García"
     stored = import_row(halo, row_id)
     assert stored["lastsync"] is not None and stored["lasterror"] is None
+
+
+def test_a_file_is_read_again_only_when_its_bytes_change(halo, db_url, tmp_path):
+    config = write_config(tmp_path, db_url)
+    add_client_with_site(halo)
+    rows = [["emailaddress", "firstname", "surname", "site_name"], ["a@contoso.example", "Ann", "One", "Head Office"], ["b@contoso.example", "Bo", "Two", "Head Office"]]
+    path = csv_bom(tmp_path / "users.csv", rows)
+    row_id = register(halo, "users", path)
+    assert entity(run(config), "Users").created == 2
+    synced = import_row(halo, row_id)["lastsync"]
+
+    unchanged = entity(run(config), "Users")
+    assert (unchanged.status, unchanged.fetched, unchanged.note) == ("ok", 0, "source unchanged since its last complete read: nothing to read")
+    assert import_row(halo, row_id)["lastsync"] >= synced  # still a successful sync for Halo
+
+    rows[2][2] = "Three"
+    csv_bom(path, rows)
+    edited = entity(run(config), "Users")
+    assert (edited.fetched, edited.updated, edited.unchanged) == (2, 1, 1)
+    assert {r["surname"] for r in rows_of(halo, users)} == {"One", "Three"}
+
+    csv_bom(path, rows)  # written again, byte for byte: a new modification time, the same content
+    assert entity(run(config), "Users").fetched == 0
 
 
 def test_csv_clients(halo, db_url, tmp_path):
@@ -215,6 +242,9 @@ def test_empty_matching_field_is_quarantined(halo, db_url, tmp_path):
     assert result.quarantine[0][1] == "row 3: emailaddress is empty"
     assert report.exit_code == 0
     assert [r["emailaddress"] for r in rows_of(halo, users)] == ["a@contoso.example"]
+    # The file has not changed, but the quarantined row is retried: the file is read again.
+    again = entity(run(config), "Users")
+    assert (again.fetched, again.unchanged, again.quarantined) == (2, 1, 1)
 
 
 def test_missing_file_fails_with_the_path(halo, db_url, tmp_path):
@@ -290,3 +320,13 @@ def test_reference_by_name_with_non_ascii_capital(halo, db_url, tmp_path):
     ]))  # fmt: skip
     result = entity(run(config), "Users")
     assert (result.created, result.quarantined) == (1, 0), result.quarantine
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_reading_the_rows_fingerprints_the_bytes_read(tmp_path, suffix):
+    rows = [("emailaddress", "surname"), *((f"u{i}@contoso.example", "Ødegård" * 50) for i in range(2000))]  # past one read buffer
+    path = csv_bom(tmp_path / "users.csv", rows) if suffix == ".csv" else xlsx(tmp_path / "users.xlsx", rows)
+    digest = hashlib.sha256()
+    read = list(read_rows(path, digest))
+    assert len(read) == 2001 and read[1] == ["u0@contoso.example", "Ødegård" * 50]
+    assert digest.hexdigest() == fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -3,12 +3,14 @@
 The files are listed in Halo's import configuration; the first row holds Halo API field names
 as column headers (as in Halo's own imports); each row is matched on a configurable field.
 A spreadsheet is a list of additions and corrections, not a full directory, so nothing missing
-from it is ever deactivated.
+from it is ever deactivated. A file that has not changed since its last complete import is not
+read again (its SHA-256 against the one stored with that import).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 from sqlalchemy.engine import Connection
@@ -17,7 +19,7 @@ from halodb.errors import IntegrationFailed
 from halodb.halo import imports
 from halodb.integrations import fields
 from halodb.integrations.base import check_columns, connection_entity
-from halodb.integrations.spreadsheet.reader import read_rows
+from halodb.integrations.spreadsheet.reader import fingerprint, read_rows
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
 
 #: Halo's import types (``importcsv.type``) by halodb entity name.
@@ -52,7 +54,10 @@ def _reader(path: Path, entity: str, matching: str):
     def read(ctx: ReadContext):
         if not path.is_file():
             raise IntegrationFailed(f"spreadsheet not found: {path}")
-        rows = read_rows(path)
+        if ctx.same_content(fingerprint(path)):
+            return
+        digest = hashlib.sha256()
+        rows = read_rows(path, digest)
         header = next(rows, None) or []
         if entity != "Assets":  # other columns of an asset sheet are the asset type's fields
             check_columns(path.name, header, fields.allowed_columns(entity))
@@ -65,6 +70,7 @@ def _reader(path: Path, entity: str, matching: str):
                 yield SourceRecord(f"{path.name}:row {number}", record, error=f"row {number}: {matching} is empty")
             else:
                 yield SourceRecord(key, record)
+        ctx.set_content(digest.hexdigest())  # of the bytes parsed, should the file have changed since
 
     return read
 

@@ -1,32 +1,64 @@
-"""Rows of an .xlsx or .csv file as lists of values, first row first, read as a stream."""
+"""Rows of an .xlsx or .csv file as lists of values, first row first, read as a stream; and the
+file's fingerprint, so that a run can tell the file has not changed since its last import."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from halodb.errors import IntegrationFailed
 
+SUFFIXES = (".csv", ".xlsx", ".xlsm")
 
-def read_rows(path: Path) -> Iterator[list[Any]]:
-    """Yield each row; header cells come back as trimmed strings."""
+
+def fingerprint(path: Path) -> str:
+    """The SHA-256 of the file's bytes (about 20 ms for a 100,000-row CSV)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def read_rows(path: Path, digest: Any = None) -> Iterator[list[Any]]:
+    """Yield each row; header cells come back as trimmed strings. ``digest`` (a ``hashlib``
+    object) is fed every byte parsed, so once the rows are read it holds the fingerprint of the
+    file as it was read, even if the file was replaced meanwhile."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return _csv_rows(path)
-    if suffix in (".xlsx", ".xlsm"):
-        return _xlsx_rows(path)
-    raise IntegrationFailed(f"{path.name}: not a spreadsheet halodb reads (.xlsx or .csv)")
+    if suffix not in SUFFIXES:
+        raise IntegrationFailed(f"{path.name}: not a spreadsheet halodb reads (.xlsx or .csv)")
+    digest = digest or hashlib.sha256()
+    return _csv_rows(path, digest) if suffix == ".csv" else _xlsx_rows(path, digest)
 
 
 def _header(row: list[Any]) -> list[str]:
     return [str(c).strip() if c is not None else "" for c in row]
 
 
-def _csv_rows(path: Path) -> Iterator[list[Any]]:
+class _Hashing(io.RawIOBase):
+    """A binary file that feeds every byte read from it to a digest."""
+
+    def __init__(self, raw, digest) -> None:
+        self._raw, self._digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self._raw.readinto(buffer)
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def _csv_rows(path: Path, digest) -> Iterator[list[Any]]:
     # utf-8-sig: Excel writes a byte-order mark at the start of "CSV UTF-8" files.
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with io.TextIOWrapper(io.BufferedReader(_Hashing(path.open("rb"), digest)), encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
         first = next(reader, None)
         if first is None:
@@ -35,11 +67,15 @@ def _csv_rows(path: Path) -> Iterator[list[Any]]:
         yield from reader
 
 
-def _xlsx_rows(path: Path) -> Iterator[list[Any]]:
+def _xlsx_rows(path: Path, digest) -> Iterator[list[Any]]:
     from openpyxl import load_workbook  # imported here: only spreadsheet runs pay for it
 
+    # A workbook is a zip read from its end, so it is hashed and parsed from one copy in memory
+    # (compressed: a few MB for 100,000 rows).
+    data = path.read_bytes()
+    digest.update(data)
     try:
-        book = load_workbook(path, read_only=True, data_only=True)
+        book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as err:  # noqa: BLE001 - openpyxl raises many kinds for a broken file
         raise IntegrationFailed(f"{path.name}: cannot read the workbook ({err})") from None
     try:
