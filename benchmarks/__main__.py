@@ -1,6 +1,6 @@
 """halodb benchmarks: the sync engine against a raw bulk insert, a per-record loop and dlt.
 
-    python -m benchmarks [--n 100000] [--backends postgresql,sqlite] [--workloads W1,W2,W2D,W3,W4]
+    python -m benchmarks [--n 100000] [--backends postgresql,sqlite] [--workloads W1,W2,W2D,W3,W4,S1,S2,S2R]
                          [--out benchmarks/RESULTS.md] [--profile]
 
 Workloads (each measured in a fresh process; its setup runs in another one before it):
@@ -9,6 +9,9 @@ Workloads (each measured in a fresh process; its setup runs in another one befor
   W2D re-sync with nothing changed from a source that tracks changes, as Azure AD's delta read
   W3  1 % changed and 0.5 % removed (deactivated in the same run)
   W4  first load of 10 x N users, for memory
+  S1  the same N users as a CSV file, imported by the Spreadsheet integration
+  S2  S1's file imported again, unchanged (not read: its fingerprint matches)
+  S2R S1's file imported again, unchanged, its fingerprint forgotten (read in full)
 Methods: halodb (the engine), limit (COPY / executemany of the final rows, no logic), naive
 (per record SELECT then INSERT/UPDATE, at most 10,000 records, extrapolated), dlt (merge,
 PostgreSQL only), source (the synthetic directory read alone, no database: the part of every
@@ -39,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("HALODB_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 #: Extra server options for halodb's PostgreSQL connections (an experiment: "-cplan_cache_mode=force_custom_plan").
 PG_OPTIONS = ""
-WORKLOADS = ("W1", "W2", "W2D", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W2D", "W3", "W4", "S1", "S2", "S2R")
 METHODS = ("halodb", "limit", "naive", "dlt", "source")
 DESCRIPTION = {
     "W1": "first load",
@@ -47,7 +50,12 @@ DESCRIPTION = {
     "W2D": "re-sync, nothing changed (delta read)",
     "W3": "1 % changed, 0.5 % removed",
     "W4": "first load at 10 x N (memory)",
+    "S1": "spreadsheet (CSV) first import",
+    "S2": "spreadsheet re-import, file unchanged",
+    "S2R": "spreadsheet re-import, file unchanged, read in full",
 }
+#: Workloads that read nothing new: neither a rate nor a ratio to a load applies.
+READS_NOTHING = ("W2D", "S2")
 
 
 class BenchError(RuntimeError):
@@ -57,6 +65,8 @@ class BenchError(RuntimeError):
 def applies(method: str, workload: str, backend: str) -> bool:
     if workload == "W2D":
         return method == "halodb"  # only halodb keeps a change position between runs
+    if workload.startswith("S"):
+        return method == "halodb"  # the Spreadsheet integration, against itself
     if method == "limit":
         return workload in ("W1", "W4")  # a bulk insert only has a first load
     if method == "naive":
@@ -120,7 +130,7 @@ def measure(backend: str, workload: str, method: str, n: int, workdir: Path, *, 
     pg = make_url(PG_URL)
     spec = {
         "backend": backend, "workload": workload, "method": method, "n": n, "url": db.url, "schema": db.schema,
-        "pipelines_dir": str(workdir / "dlt"), "profile": profile,
+        "pipelines_dir": str(workdir / "dlt"), "profile": profile, "csv": str(workdir / f"{db.schema}.csv"),
         "dlt_credentials": f"postgresql://{pg.username}{':' + pg.password if pg.password else ''}@{pg.host}:{pg.port or 5432}/{pg.database}",
     }  # fmt: skip
     try:
@@ -128,6 +138,7 @@ def measure(backend: str, workload: str, method: str, n: int, workdir: Path, *, 
         result = _worker({**spec, "phase": "measure"}, timeout)
     finally:
         db.drop()
+        Path(spec["csv"]).unlink(missing_ok=True)
     return result
 
 
@@ -242,6 +253,16 @@ def checks(results: dict, n: int) -> list[str]:
         if "halodb" in by_w.get("W4", {}):
             r = by_w["W4"]["halodb"]
             lines.append(f"- {backend} W4: created {r['created']:,} of {r['n']:,} (status {r['status']})")
+        if "halodb" in by_w.get("S1", {}):
+            r = by_w["S1"]["halodb"]
+            lines.append(f"- {backend} S1: created {r['created']:,} of {n:,} (status {r['status']})")
+        for workload, read in (("S2", 0), ("S2R", n)):
+            if "halodb" in by_w.get(workload, {}):
+                r = by_w[workload]["halodb"]
+                lines.append(
+                    f"- {backend} {workload}: Halo rows written {r['halo_writes']} (expected 0; audit rows {r['audit_rows']}), "
+                    f"records read {r['fetched']:,} (expected {read:,}), status {r['status']}"
+                )
     return lines
 
 
@@ -261,11 +282,11 @@ def table(results: dict) -> list[str]:
             hs = h.get("seconds")
             own_limit = by_m.get("limit")
             to_limit = _f(paired_ratio(h, own_limit), "{:.2f}×") if own_limit and h else _ratio(hs, lim, 2)
-            if workload == "W2D":  # it reads nothing new: neither a rate nor a ratio to a load
+            if workload in READS_NOTHING or workload.startswith("S"):  # no raw insert of the file's rows ran
                 lim, to_limit = None, "n/a"
             lines.append(
                 f"| {backend} | {workload} {DESCRIPTION[workload]} | {h.get('n', 0):,} | {_f(hs)} | "
-                f"{_f(h['n'] / hs if hs and workload != 'W2D' else None, '{:,.0f}')} | {_f(h.get('peak_rss_mib'), '{:.0f}')} | "
+                f"{_f(h['n'] / hs if hs and workload not in READS_NOTHING else None, '{:,.0f}')} | {_f(h.get('peak_rss_mib'), '{:.0f}')} | "
                 f"{_f(lim)} | {to_limit} | {_f(naive)}{'*' if by_m.get('naive', {}).get('extrapolated') else ''} | "
                 f"{_ratio(naive, hs)} | {dl.get('na') and 'n/a' or _f(dl.get('seconds'))} | {_ratio(dl.get('seconds'), hs)} | "
                 f"{_f(dl.get('peak_rss_mib'), '{:.0f}')} |"
@@ -289,9 +310,8 @@ def method_table(results: dict) -> list[str]:
                 if by_round:
                     shown = ", ".join(f"{x:.2f}" for x in by_round)
                     note += f" (halodb/limit by round: {shown}; median {statistics.median(by_round):.2f}, ratio of the medians {r['seconds'] / limit['seconds']:.2f})"
-                lines.append(
-                    f"| {backend} | {workload} | {method}{note} | {r['n']:,} | {r['seconds']:.2f} | {r['n'] / r['seconds']:,.0f} | {r['peak_rss_mib']:.0f} |"
-                )
+                rate = "n/a" if workload in READS_NOTHING else f"{r['n'] / r['seconds']:,.0f}"
+                lines.append(f"| {backend} | {workload} | {method}{note} | {r['n']:,} | {r['seconds']:.2f} | {rate} | {r['peak_rss_mib']:.0f} |")
     return lines
 
 
@@ -471,6 +491,17 @@ def render(results: dict, n: int, profile_text: str | None, started: dt.datetime
                 "(the same target; its read returns nothing new, so it only shows the engine's cost per run)."
             )
         out += source_lines(backend, by_w)
+        s1, s2, s2r = (by_w.get(w, {}).get("halodb") for w in ("S1", "S2", "S2R"))
+        if s1 and s2:
+            out.append(
+                f"- {backend}: a spreadsheet import whose file has not changed (S2) costs {100 * s2['seconds'] / s1['seconds']:.1f} % "
+                f"of its first import (S1, {s1['seconds']:.2f} s): the file's SHA-256 against the one its last complete import stored."
+            )
+        if s1 and s2r:
+            out.append(
+                f"- {backend}: the same file read in full and settled record by record (S2R, what every re-import did before "
+                f"the fingerprint) costs {100 * s2r['seconds'] / s1['seconds']:.0f} % of the first import."
+            )
         w4 = by_w.get("W4", {}).get("halodb")
         if w1 and w4 and w4["n"] > w1["n"]:
             out.append(

@@ -8,6 +8,7 @@ of its own so the measured process's peak RSS is the workload's alone.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from benchmarks import data
 from halodb import migrate
@@ -24,7 +25,10 @@ from halodb.database import engine_for_url
 from halodb.halo import REPOSITORIES
 from halodb.halo.fixture import INTEGRATOR_AGENT, create_halo_fixture
 from halodb.halo.repository import WriteContext
-from halodb.halo.schema import audit, users
+from halodb.halo import settings as halo_settings
+from halodb.halo.schema import audit, importcsv, users
+from halodb.integrations.spreadsheet import integration as spreadsheet_import
+from halodb.state import cursors
 from halodb.sync.engine import Limits, SyncEngine, utcnow
 from halodb.sync.entity import Entity
 
@@ -57,6 +61,28 @@ def users_entity(n: int, variant: str, *, tracked: bool = False) -> Entity:
         integration="Bench", connection="1", name="Users", label="bench users", repository=REPOSITORIES["Users"],
         read=read, match_fields=MATCH_FIELDS,
     )  # fmt: skip
+
+
+#: The spreadsheet workloads: the same directory as a CSV file, imported by the Spreadsheet
+#: integration as Halo's import configuration lists it (S1 first import, S2 again with the file
+#: unchanged, S2R the same with the file's stored fingerprint forgotten, so it is read in full).
+SPREADSHEET = ("S1", "S2", "S2R")
+CSV_COLUMNS = ("emailaddress", "azureoid", "firstname", "surname", "login", "title", "department", "phonenumber", "mobilenumber", "site_id")
+
+
+def write_csv(path: str, n: int) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        out = csv.writer(handle)
+        out.writerow(CSV_COLUMNS)
+        for _, fields in data.user_fields(n):
+            out.writerow([fields[c] for c in CSV_COLUMNS])
+
+
+def spreadsheet_entity(engine) -> Entity:
+    """The Users import that ``setup`` registered in Halo, as the Spreadsheet integration reads it."""
+    with engine.connect() as conn:
+        (entity,) = spreadsheet_import.entities(conn, None)
+    return entity
 
 
 def halo_snapshot(engine) -> dict:
@@ -107,7 +133,20 @@ def setup(spec: dict) -> dict:
         return {}
     engine = engine_for_url(spec["url"])
     fixture(engine, halodb_tables=method != "limit")
-    if workload in ("W2", "W2D", "W3") and method == "halodb":
+    if workload in SPREADSHEET:
+        write_csv(spec["csv"], n)
+        with engine.begin() as conn:
+            conn.execute(insert(importcsv), {"name": "directory", "type": "users", "filepath": spec["csv"], "integrator_enabled": True})
+            halo_settings.set_enabled(conn, "Spreadsheet", True)
+        if workload != "S1":
+            clock = lambda: utcnow() - dt.timedelta(hours=1)  # noqa: E731 - as for W2
+            report = SyncEngine(engine, instance="bench", agent_id=INTEGRATOR_AGENT, clock=clock).run(spreadsheet_entity(engine))
+            if report.status != "ok" or report.created != n:
+                raise SystemExit(f"setup import failed: {report.status} {report.error} created={report.created}")
+        if workload == "S2R":
+            with engine.begin() as conn:
+                cursors.put_content(conn, spreadsheet_entity(engine).scope, None, utcnow())
+    elif workload in ("W2", "W2D", "W3") and method == "halodb":
         # An hour in the past, so any write of the measured run shows as a newer lastupdate.
         halodb_load(engine, n, clock=lambda: utcnow() - dt.timedelta(hours=1), tracked=workload == "W2D")
     elif workload in ("W2", "W3") and method == "naive":
@@ -126,7 +165,7 @@ def measure_halodb(spec: dict) -> dict:
     limits = Limits(deactivate_after_missed_runs=1, max_deactivation_percent=100, max_deactivations=10**9) if workload == "W3" else Limits()
     before = halo_snapshot(engine)
     sync = SyncEngine(engine, instance="bench", agent_id=INTEGRATOR_AGENT, limits=limits)
-    entity = users_entity(n, variant, tracked=workload == "W2D")
+    entity = spreadsheet_entity(engine) if workload in SPREADSHEET else users_entity(n, variant, tracked=workload == "W2D")
     profiler = None
     if spec.get("profile"):
         profiler = _start_profiler()
