@@ -72,10 +72,12 @@ def row_hash(fields: dict, salt: bytes = b"") -> str:
     return hashlib.sha1(salt + text).hexdigest()
 
 
-def content_mark(fingerprint: str, salt: bytes) -> str:
-    """What a scope's cursor row keeps of a source's content fingerprint: taken with the run's
-    salt, so that a change to anything else that shapes the Halo rows makes the next read whole."""
-    return hashlib.sha1(salt + fingerprint.encode()).hexdigest()
+def content_mark(fingerprint: str, salt: bytes, entity: Entity) -> str:
+    """What a scope's cursor row keeps of a source's content fingerprint. It is taken with the
+    run's salt and with how the entity matches, creates and deactivates records, so that a change
+    to anything else that decides what a read would write makes the next read a whole one."""
+    options = json.dumps([entity.match_fields, entity.create, entity.deactivate]).encode()
+    return hashlib.sha1(salt + options + fingerprint.encode()).hexdigest()
 
 
 Progress = Callable[[EntityReport], None]
@@ -254,7 +256,7 @@ class SyncEngine:
             # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
         if ctx.content is not None and (report.complete or unchanged):
-            cursors.put_content(conn, scope, content_mark(ctx.content, state.salt), self.clock())
+            cursors.put_content(conn, scope, content_mark(ctx.content, state.salt, entity), self.clock())
         self._commit(conn)
 
     def _last_content(self, conn: Connection, entity: Entity, state: RunState) -> Callable[[str], bool] | None:
@@ -272,7 +274,7 @@ class SyncEngine:
         # both need the source read again.
         if state.waiting or (entity.deactivate and links.any_missed(conn, entity.scope)):
             return None
-        return lambda fingerprint: content_mark(fingerprint, state.salt) == stored
+        return lambda fingerprint: content_mark(fingerprint, state.salt, entity) == stored
 
     def _commit(self, conn: Connection) -> None:
         if not self.dry_run:

@@ -54,9 +54,10 @@ class ReadContext:
     def same_content(self, fingerprint: str) -> bool:
         """For a source that can fingerprint everything it would return without reading it (a
         file's digest): True when the last complete read returned exactly that and no run needs
-        the records again (none is in quarantine, none is counting missed runs, nothing that
-        shapes the Halo rows changed). The read then returns nothing: a full read would write
-        nothing and deactivate nothing."""
+        the records again (none is in quarantine, none is counting missed runs, and neither the
+        Halo data and options that shape the rows nor how records match, are created or are
+        deactivated has changed). The read then returns nothing: a full read would write nothing
+        and deactivate nothing."""
         self.content_unchanged = self._last_content is not None and self._last_content(fingerprint)
         if self.content_unchanged:
             self.content = fingerprint  # what the read stands for: stored again with its end

@@ -133,6 +133,23 @@ def test_a_changed_option_makes_the_next_run_read(halo):
     assert halo_users(halo)["a@x.example"]["site_id"] == other_site
 
 
+def test_a_changed_matching_or_create_option_makes_the_next_run_read(halo):
+    """What a read would write depends on how records match and whether new ones are created:
+    after a change to either, an unchanged source is read again."""
+    _, site_id = add_client_with_site(halo)
+    eng = engine(halo)
+    source = ContentSource(user_records(2, site_id), "A")
+    assert eng.run(users_entity(source, create=False)).skipped == 2
+    eng.run(users_entity(source, create=False))
+    assert source.reads == 1
+    created = eng.run(users_entity(source))  # now allowed to create
+    assert (source.reads, created.created) == (2, 2)
+    eng.run(users_entity(source, match_fields=[("emailaddress",), ("login",)]))
+    assert source.reads == 3
+    eng.run(users_entity(source, match_fields=[("emailaddress",), ("login",)]))
+    assert source.reads == 3
+
+
 def test_a_dry_run_leaves_the_fingerprint_as_it_was(halo):
     _, site_id = add_client_with_site(halo)
     records = user_records(2, site_id)
