@@ -27,7 +27,6 @@ from halodb.halo.fixture import INTEGRATOR_AGENT, create_halo_fixture
 from halodb.halo.repository import WriteContext
 from halodb.halo import settings as halo_settings
 from halodb.halo.schema import audit, importcsv, users
-from halodb.integrations.spreadsheet import integration as spreadsheet_import
 from halodb.state import cursors
 from halodb.sync.engine import Limits, SyncEngine, utcnow
 from halodb.sync.entity import Entity
@@ -80,6 +79,10 @@ def write_csv(path: str, n: int) -> None:
 
 def spreadsheet_entity(engine) -> Entity:
     """The Users import that ``setup`` registered in Halo, as the Spreadsheet integration reads it."""
+    # Imported here: the integrations package brings every integration's client library (httpx,
+    # msal: about 20 MiB), which the other workloads' peak RSS must not include.
+    from halodb.integrations.spreadsheet import integration as spreadsheet_import
+
     with engine.connect() as conn:
         (entity,) = spreadsheet_import.entities(conn, None)
     return entity
