@@ -27,7 +27,7 @@ from halodb.halo.fixture import INTEGRATOR_AGENT, create_halo_fixture
 from halodb.halo.repository import WriteContext
 from halodb.halo import settings as halo_settings
 from halodb.halo.schema import audit, importcsv, users
-from halodb.state import cursors
+from halodb.state.tables import cursor
 from halodb.sync.engine import Limits, SyncEngine, utcnow
 from halodb.sync.entity import Entity
 
@@ -148,7 +148,7 @@ def setup(spec: dict) -> dict:
                 raise SystemExit(f"setup import failed: {report.status} {report.error} created={report.created}")
         if workload == "S2R":
             with engine.begin() as conn:
-                cursors.put_content(conn, spreadsheet_entity(engine).scope, None, utcnow())
+                conn.execute(update(cursor).values(content=None))  # as if no import had stored one
     elif workload in ("W2", "W2D", "W3") and method == "halodb":
         # An hour in the past, so any write of the measured run shows as a newer lastupdate.
         halodb_load(engine, n, clock=lambda: utcnow() - dt.timedelta(hours=1), tracked=workload == "W2D")

@@ -91,8 +91,11 @@ cursor = Table(
     Column("position", Unicode()),  # NVARCHAR(max): Graph delta links run to a few kB
     Column("updated", DateTime, nullable=False),
     # The fingerprint of what the scope's last complete read returned, for a source that can tell
-    # its content has not changed without reading it (a spreadsheet file's digest; 0006).
+    # its content has not changed without reading it (a spreadsheet file's digest; 0006), and how
+    # many batches such sources' runs have written to the scope (NULL: none), so that a run stores
+    # a fingerprint only if no other run wrote meanwhile.
     Column("content", String(40)),
+    Column("writes", Integer),
 )
 
 change = Table(

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from halodb import bulk
+from halodb import __version__, bulk
 from halodb.errors import HalodbError, RecordError, TransientError
 from halodb.halo.repository import FieldChange, WriteContext
 from halodb.state import changes as change_log
@@ -76,7 +76,8 @@ def content_mark(fingerprint: str, salt: bytes, entity: Entity) -> str:
     """What a scope's cursor row keeps of a source's content fingerprint. It is taken with the
     run's salt and with how the entity matches, creates and deactivates records, so that a change
     to anything else that decides what a read would write makes the next read a whole one."""
-    options = json.dumps([entity.match_fields, entity.create, entity.deactivate]).encode()
+    # halodb's version too: an upgrade may read the same source differently.
+    options = json.dumps([__version__, entity.match_fields, entity.create, entity.deactivate]).encode()
     return hashlib.sha1(salt + options + fingerprint.encode()).hexdigest()
 
 
@@ -122,15 +123,23 @@ class RunState:
         self.known = entity.repository.new_known()
         self.preparing = True
         self.seen_in_batch: list[int] = []
+        # Keys in quarantine when the run started, and those of them the source still has.
+        self.quarantined_at_start = frozenset(waiting)
+        self.still_there: set[str] = set()
+        # Batches this run wrote to a scope whose source fingerprints its content (cursors.note_write).
+        self.content_writes = 0
+        self.noted_write = False
         self._checkpoint: tuple = ()
 
     def batch_started(self) -> None:
         self._checkpoint = (self.report.checkpoint(), set(self.waiting))
         self.seen_in_batch = []
+        self.noted_write = False
 
     def batch_committed(self) -> None:
         self.index.batch_committed()
         self.seen.add(self.seen_in_batch)
+        self.content_writes += self.noted_write
 
     def batch_rolled_back(self) -> None:
         report_checkpoint, waiting = self._checkpoint
@@ -199,7 +208,8 @@ class SyncEngine:
         beat = heartbeat if not self.dry_run else (lambda: None)
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
-        ctx = ReadContext(cursors.get(conn, scope), beat, self._last_content(conn, entity, state))
+        stored_content, content_writes = cursors.content(conn, scope)
+        ctx = ReadContext(cursors.get(conn, scope), beat, self._last_content(conn, entity, state, stored_content))
         analyzed = 0  # links written when the link table's statistics were last refreshed
 
         def hashes(batch: list[SourceRecord]) -> list[str | None]:
@@ -227,7 +237,14 @@ class SyncEngine:
         with reader as source, bulk.meanwhile(source.read_ahead):
             for batch, digests in source:
                 ready = source.ready
-                self._with_retry(conn, lambda: self._batch(conn, entity, state, batch, digests, ready), state)
+
+                def write_batch() -> None:
+                    self._batch(conn, entity, state, batch, digests, ready)
+                    if ctx.content_checked:  # the stored fingerprint no longer describes the scope
+                        cursors.note_write(conn, scope, self.clock())
+                        state.noted_write = True
+
+                self._with_retry(conn, write_batch, state)
                 collector.batch_done()
                 written = report.created + report.updated
                 if written - analyzed >= max(ANALYZE_AFTER, analyzed) and not self.dry_run and state.lookup.reads_database:
@@ -251,25 +268,33 @@ class SyncEngine:
             log.info("%s: %s", entity.label, report.note)
         elif not report.complete:
             log.info("%s: read incomplete (%s); nothing missing is deactivated", entity.label, ctx.incomplete_reason)
+        if report.complete and report.status == "ok" and state.quarantined_at_start:
+            # Quarantined keys a complete read no longer found (a row fixed under another key, or
+            # gone): no run will hand them over again, and they would keep later runs reading.
+            # Not after a read whose removals were held back: the source may be wrong.
+            gone = state.quarantined_at_start - state.still_there
+            quarantine.release(conn, scope, gone)
+            state.waiting.difference_update(gone)
         held = ctx.removed and entity.deactivate and not self._deactivate_removed(conn, entity, report, ctx.removed)
         if ctx.new_cursor is not None and not held:
             # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
-        if ctx.content is not None and (report.complete or unchanged):
-            cursors.put_content(conn, scope, content_mark(ctx.content, state.salt, entity), self.clock())
+        # A fingerprint stands for "a read of this content has nothing left to do". Not so after
+        # a run that left work for the next full read: a record locked in Halo, one an update-only
+        # import could not find, deactivations held back, a failure.
+        pending = report.status != "ok" or report.locked or report.skipped or report.held_back
+        if ctx.content is not None and report.complete and not pending:
+            mark = content_mark(ctx.content, state.salt, entity)
+            if not cursors.put_content(conn, scope, mark, content_writes + state.content_writes, self.clock()):
+                log.warning("%s: another run wrote meanwhile; the next run reads the source in full", entity.label)
         self._commit(conn)
 
-    def _last_content(self, conn: Connection, entity: Entity, state: RunState) -> Callable[[str], bool] | None:
-        """For ``ReadContext.same_content``: whether a fingerprint matches the one the scope's last
-        complete read stored, or None when no read may be skipped."""
-        stored = cursors.content(conn, entity.scope)
+    def _last_content(self, conn: Connection, entity: Entity, state: RunState, stored: str | None) -> Callable[[str], bool] | None:
+        """For ``ReadContext.same_content``: whether a fingerprint matches ``stored``, the one the
+        scope's last complete read left (every batch written since forgot it), or None when no read
+        may be skipped."""
         if stored is None:
             return None
-        # Forgotten, and committed, before anything is read: a run that writes and then fails
-        # leaves no fingerprint, so no later run takes the records it changed halfway as read.
-        # A run that completes stores one again with its last batch.
-        cursors.put_content(conn, entity.scope, None, self.clock())
-        self._commit(conn)
         # A quarantined record is retried by every run, and a missing one counts complete runs:
         # both need the source read again.
         if state.waiting or (entity.deactivate and links.any_missed(conn, entity.scope)):
@@ -434,6 +459,8 @@ class SyncEngine:
             report.add_quarantine([(r.key, reason) for r, reason in bad])
             for r, reason in bad:
                 log.warning("%s: quarantined %s: %s", entity.label, r.key, reason)
+        if state.quarantined_at_start:
+            state.still_there.update(r.key for r in batch if r.key in state.quarantined_at_start)
         if waiting:  # records of this batch that sat in quarantine and came through this time
             released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
             if released:

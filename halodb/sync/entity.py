@@ -47,20 +47,24 @@ class ReadContext:
         #: source found its content unchanged instead (``same_content``).
         self.content: str | None = None
         self.content_unchanged = False
+        #: Whether the source called ``same_content`` (before its first record): its runs then
+        #: count each batch they write against the stored fingerprint.
+        self.content_checked = False
         # From the engine: whether a fingerprint is the one the last complete read stored, with
         # nothing since that makes a read necessary; None when there is no such fingerprint.
         self._last_content = last_content
 
     def same_content(self, fingerprint: str) -> bool:
         """For a source that can fingerprint everything it would return without reading it (a
-        file's digest): True when the last complete read returned exactly that and no run needs
-        the records again (none is in quarantine, none is counting missed runs, and neither the
-        Halo data and options that shape the rows nor how records match, are created or are
-        deactivated has changed). The read then returns nothing: a full read would write nothing
-        and deactivate nothing."""
+        file's digest), called before it yields anything. True when the last complete read
+        returned exactly that and left nothing for a later read to do: no run wrote to the scope
+        since, no record is in quarantine or counting missed runs, and neither halodb's version,
+        the Halo data and options that shape the rows, nor how records match, are created or are
+        deactivated has changed. The read then returns nothing, as a full read would write and
+        deactivate nothing. The fingerprint must cover the source's own settings that decide
+        what it returns (a spreadsheet's matching field)."""
+        self.content_checked = True
         self.content_unchanged = self._last_content is not None and self._last_content(fingerprint)
-        if self.content_unchanged:
-            self.content = fingerprint  # what the read stands for: stored again with its end
         return self.content_unchanged
 
     def set_content(self, fingerprint: str) -> None:

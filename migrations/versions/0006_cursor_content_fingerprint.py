@@ -2,8 +2,10 @@
 
 A spreadsheet import read the whole file on every run, though most runs find the file as it was:
 a re-sync with nothing changed cost as much as reading the file. A source that can fingerprint its
-whole content cheaply (a file's digest) now compares it with this column first, and reads nothing
-when it matches (``ReadContext.same_content``).
+whole content cheaply (a file's digest) now compares it with ``content`` first, and reads nothing
+when it matches (``ReadContext.same_content``). ``writes`` counts the batches such runs wrote to
+the scope: a run stores its fingerprint only if the count is what its own batches made it, so a
+run that lost its lease and wrote meanwhile leaves no fingerprint that hides its writes.
 
 Revision ID: 0006
 Revises: 0005
@@ -24,8 +26,10 @@ def upgrade() -> None:
     # Nullable without a default: a metadata-only change on SQL Server and PostgreSQL.
     with op.batch_alter_table("halodb_cursor", schema=None) as batch_op:
         batch_op.add_column(sa.Column("content", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("writes", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("halodb_cursor", schema=None) as batch_op:
+        batch_op.drop_column("writes")
         batch_op.drop_column("content")

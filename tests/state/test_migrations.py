@@ -164,16 +164,30 @@ def test_0005_changes_nothing_on_sql_server_and_sets_every_link_column_on_postgr
     assert step.count("SET STATISTICS 10") == len(migration.COLUMNS)
 
 
-def test_0006_adds_a_nullable_content_fingerprint_to_the_cursor_row(db_url):
-    """The cursor row's ``content``: nullable, so existing cursors need no rewrite."""
+def test_0006_adds_the_content_fingerprint_and_write_count_and_keeps_every_cursor(db_url):
+    """The cursor row's ``content`` and ``writes``: nullable, so existing cursors need no rewrite,
+    and a delta position stored before the upgrade is still there after it."""
+    from sqlalchemy import select, text
+
+    from halodb.state.tables import cursor
+
     engine = create_engine(db_url)
     try:
-        migrate.upgrade(engine)
+        migrate.upgrade(engine, "0005")
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO halodb_cursor (integration, connection, entity, position, updated) VALUES ('AzureAD', '1', 'Users', 'delta://x', :u)"),
+                {"u": dt.datetime(2026, 1, 1)},
+            )
+        assert migrate.upgrade(engine) == ("0005", "0006")
         with engine.connect() as conn:
             columns = {c["name"]: c for c in inspect(conn).get_columns("halodb_cursor")}
-        assert columns["content"]["nullable"]
+            rows = conn.execute(select(cursor.c.position, cursor.c.content, cursor.c.writes)).all()
+        assert columns["content"]["nullable"] and columns["writes"]["nullable"]
+        assert [tuple(r) for r in rows] == [("delta://x", None, None)]
     finally:
         engine.dispose()
     step = migrate.offline_sql(MSSQL)
     step = step[step.index("-- Running upgrade 0005 -> 0006") :]
     assert "ALTER TABLE halodb_cursor ADD content VARCHAR(40) NULL" in step
+    assert "ALTER TABLE halodb_cursor ADD writes INTEGER NULL" in step

@@ -259,6 +259,21 @@ def test_source_error_and_duplicate_keys_are_quarantined(halo):
     assert "duplicate source key 'u0'" in entries["u0"]["reason"]
 
 
+def test_quarantined_keys_a_complete_read_no_longer_has_leave_quarantine_unless_removals_were_held_back(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(10, site_id)
+    limits = Limits(deactivate_after_missed_runs=1, max_deactivation_percent=10)
+    bad = [SourceRecord("gone", {}, error="row 12: no key"), SourceRecord("stays", {}, error="row 13: no key")]
+    engine(halo, limits=limits).run(users_entity(ListSource([*records, *bad])))
+    assert set(quarantined(halo)) == {"gone", "stays"}
+    held = engine(halo, limits=limits).run(users_entity(ListSource([*records[:5], bad[1]])))  # a source that shrank
+    assert held.status == "held-back" and set(quarantined(halo)) == {"gone", "stays"}
+    incomplete = engine(halo, limits=limits).run(users_entity(ListSource([*records, bad[1]], incomplete="a size limit")))
+    assert incomplete.status == "ok" and set(quarantined(halo)) == {"gone", "stays"}
+    complete = engine(halo, limits=limits).run(users_entity(ListSource([*records, bad[1]])))
+    assert complete.status == "ok" and set(quarantined(halo)) == {"stays"}
+
+
 # -- deletion safety ---------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from halodb.errors import IntegrationFailed
 from halodb.halo import imports
 from halodb.integrations import fields
 from halodb.integrations.base import check_columns, connection_entity
-from halodb.integrations.spreadsheet.reader import fingerprint, read_rows
+from halodb.integrations.spreadsheet.reader import check_kind, fingerprint, read_rows
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
 
 #: Halo's import types (``importcsv.type``) by halodb entity name.
@@ -54,7 +54,10 @@ def _reader(path: Path, entity: str, matching: str):
     def read(ctx: ReadContext):
         if not path.is_file():
             raise IntegrationFailed(f"spreadsheet not found: {path}")
-        if ctx.same_content(fingerprint(path)):
+        check_kind(path)
+        # The matching field decides every record's key: part of what the file stands for.
+        settings = f"{entity}|{matching}|"
+        if ctx.same_content(settings + fingerprint(path)):
             return
         digest = hashlib.sha256()
         rows = read_rows(path, digest)
@@ -70,7 +73,7 @@ def _reader(path: Path, entity: str, matching: str):
                 yield SourceRecord(f"{path.name}:row {number}", record, error=f"row {number}: {matching} is empty")
             else:
                 yield SourceRecord(key, record)
-        ctx.set_content(digest.hexdigest())  # of the bytes parsed, should the file have changed since
+        ctx.set_content(settings + digest.hexdigest())  # of the bytes parsed, should the file have changed since
 
     return read
 

@@ -21,15 +21,19 @@ def fingerprint(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def check_kind(path: Path) -> None:
+    """Refuse a file halodb does not read, by its suffix."""
+    if path.suffix.lower() not in SUFFIXES:
+        raise IntegrationFailed(f"{path.name}: not a spreadsheet halodb reads (.xlsx or .csv)")
+
+
 def read_rows(path: Path, digest: Any = None) -> Iterator[list[Any]]:
     """Yield each row; header cells come back as trimmed strings. ``digest`` (a ``hashlib``
     object) is fed every byte parsed, so once the rows are read it holds the fingerprint of the
     file as it was read, even if the file was replaced meanwhile."""
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise IntegrationFailed(f"{path.name}: not a spreadsheet halodb reads (.xlsx or .csv)")
+    check_kind(path)
     digest = digest or hashlib.sha256()
-    return _csv_rows(path, digest) if suffix == ".csv" else _xlsx_rows(path, digest)
+    return _csv_rows(path, digest) if path.suffix.lower() == ".csv" else _xlsx_rows(path, digest)
 
 
 def _header(row: list[Any]) -> list[str]:
