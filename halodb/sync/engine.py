@@ -239,8 +239,8 @@ class SyncEngine:
                 ready = source.ready
 
                 def write_batch() -> None:
-                    self._batch(conn, entity, state, batch, digests, ready)
-                    if ctx.content_checked:  # the stored fingerprint no longer describes the scope
+                    wrote = self._batch(conn, entity, state, batch, digests, ready)
+                    if wrote and ctx.content_checked:  # the stored fingerprint no longer describes the scope
                         cursors.note_write(conn, scope, self.clock())
                         state.noted_write = True
 
@@ -334,9 +334,10 @@ class SyncEngine:
 
     def _batch(
         self, conn: Connection, entity: Entity, state: RunState, batch: list[SourceRecord], hashes: list[str | None], ready: list | None = None
-    ) -> None:
+    ) -> bool:
         """Write one batch; ``hashes`` holds each record's ``row_hash`` (None for a record in
-        error), ``ready`` what ``prepare_known`` already made of some records (or None)."""
+        error), ``ready`` what ``prepare_known`` already made of some records (or None). True if
+        it wrote anything (a batch of unchanged records only reads)."""
         repo, scope, report, index, waiting = entity.repository, entity.scope, state.report, state.index, state.waiting
         wctx = WriteContext(self.agent_id, self.clock())
         bad: list[tuple[SourceRecord, str]] = []
@@ -451,7 +452,8 @@ class SyncEngine:
         touched.extend(known[r.key] for r, _ in bad if r.key in known)  # present, just not usable
         links.add(conn, scope, new_links, report.run_id)
         links.refresh(conn, refreshed, report.run_id)
-        links.touch(conn, found.revived + [t.id for t in touched if t.missed_runs], report.run_id)
+        touched_ids = found.revived + [t.id for t in touched if t.missed_runs]
+        links.touch(conn, touched_ids, report.run_id)
         state.seen_in_batch.extend(unchanged.values())
         state.seen_in_batch.extend(t.id for t in touched)
         if bad:
@@ -461,6 +463,7 @@ class SyncEngine:
                 log.warning("%s: quarantined %s: %s", entity.label, r.key, reason)
         if state.quarantined_at_start:
             state.still_there.update(r.key for r in batch if r.key in state.quarantined_at_start)
+        released: set[str] = set()
         if waiting:  # records of this batch that sat in quarantine and came through this time
             released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
             if released:
@@ -473,6 +476,7 @@ class SyncEngine:
             shown = created[: max(0, SHOWN - len(report.changes))]
             report.add_changes([Change("create", table, halo_id, record.key, None, None, summary(row)) for (record, row, _), halo_id in shown], len(created))
         report.fetched += len(batch)
+        return bool(forgotten or created or updates or new_links or refreshed or touched_ids or bad or released or log_rows)
 
     def _adopt(self, conn: Connection, index: MatchIndex, unlinked: list[tuple[SourceRecord, dict, str]]):
         """Existing Halo records that unlinked source records should take over, by match keys in

@@ -185,3 +185,20 @@ def test_an_incomplete_read_keeps_no_fingerprint(halo):
     engine(halo).run(users_entity(partial))
     assert stored_content(halo) is None
     assert count(halo, link) == 2 and count(halo, users) == 2
+
+
+def test_only_batches_that_write_count_against_the_fingerprint(halo):
+    """A batch that writes nothing leaves the cursor row alone: its commit stays read-only (a
+    spreadsheet re-read in full committed 50 durable transactions per 100,000 rows otherwise)."""
+    _, site_id = add_client_with_site(halo)
+    records = user_records(4, site_id)
+    eng = engine(halo, limits=Limits(batch_size=2))
+    eng.run(users_entity(ContentSource(records, "A")))
+    with halo.connect() as conn:
+        first = cursors.content(conn, SCOPE)
+    assert first[0] is not None and first[1] == 2  # two batches created users
+    again = eng.run(users_entity(ContentSource(records, "A, saved again")))  # new bytes, same records
+    with halo.connect() as conn:
+        second = cursors.content(conn, SCOPE)
+    assert (again.fetched, again.unchanged) == (4, 4)
+    assert second[1] == 2 and second[0] not in (None, first[0])
