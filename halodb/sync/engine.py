@@ -268,6 +268,7 @@ class SyncEngine:
             log.info("%s: %s", entity.label, report.note)
         elif not report.complete:
             log.info("%s: read incomplete (%s); nothing missing is deactivated", entity.label, ctx.incomplete_reason)
+        held = ctx.removed and entity.deactivate and not self._deactivate_removed(conn, entity, report, ctx.removed)
         if report.complete and report.status == "ok" and state.quarantined_at_start:
             # Quarantined keys a complete read no longer found (a row fixed under another key, or
             # gone): no run will hand them over again, and they would keep later runs reading.
@@ -275,7 +276,12 @@ class SyncEngine:
             gone = state.quarantined_at_start - state.still_there
             quarantine.release(conn, scope, gone)
             state.waiting.difference_update(gone)
-        held = ctx.removed and entity.deactivate and not self._deactivate_removed(conn, entity, report, ctx.removed)
+        writes = content_writes + state.content_writes
+        if ctx.content_checked and not unchanged:
+            # This last transaction may write too (deactivations, missed runs, quarantine): it
+            # counts as one more write, and forgets a fingerprint another run stored meanwhile.
+            cursors.note_write(conn, scope, self.clock())
+            writes += 1
         if ctx.new_cursor is not None and not held:
             # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
@@ -285,7 +291,7 @@ class SyncEngine:
         pending = report.status != "ok" or report.locked or report.skipped or report.held_back
         if ctx.content is not None and report.complete and not pending:
             mark = content_mark(ctx.content, state.salt, entity)
-            if not cursors.put_content(conn, scope, mark, content_writes + state.content_writes, self.clock()):
+            if not cursors.put_content(conn, scope, mark, writes, self.clock()):
                 log.warning("%s: another run wrote meanwhile; the next run reads the source in full", entity.label)
         self._commit(conn)
 
@@ -466,6 +472,7 @@ class SyncEngine:
         released: set[str] = set()
         if waiting:  # records of this batch that sat in quarantine and came through this time
             released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
+            released.difference_update(r.key for r, _ in bad)  # a key repeated in the batch stays
             if released:
                 quarantine.release(conn, scope, released)
                 waiting.difference_update(released)

@@ -16,9 +16,11 @@ from halodb.errors import IntegrationFailed
 from halodb.halo.schema import importcsv, users
 from halodb.state.tables import cursor, link, quarantine
 from halodb.sync.engine import Limits, SyncEngine
-from tests.helpers import add_client_with_site, halo_users, user_records, users_entity, xlsx
+from halodb.state import quarantine as quarantine_state
+from halodb.sync.entity import SourceRecord
+from tests.helpers import ListSource, add_client_with_site, halo_users, user_records, users_entity, xlsx
 from tests.integrations.test_spreadsheet import add_asset_type, csv_bom, entity, register
-from tests.sync.test_same_content import ContentSource, changed
+from tests.sync.test_same_content import SCOPE, ContentSource, changed
 
 EITHER_WAY = pytest.mark.parametrize("forget", [True, False], ids=["full-read", "skip"])
 
@@ -217,3 +219,80 @@ def test_a_fixed_row_leaves_quarantine_and_the_file_is_skipped_again(halo, db_ur
     with halo.connect() as conn:
         assert conn.execute(select(func.count()).select_from(quarantine)).scalar_one() == 0
     assert entity(runner.run(settings), "Users").fetched == 0
+
+
+def quarantined(halo) -> set[str]:
+    with halo.connect() as conn:
+        return {e["source_key"] for e in quarantine_state.entries(conn, SCOPE)}
+
+
+@EITHER_WAY
+def test_a_key_repeated_in_one_batch_stays_in_quarantine(halo, forget):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(3, site_id)
+    source = ContentSource([*records, records[0]], "A")
+    assert engine(halo).run(users_entity(source)).quarantined == 1 and quarantined(halo) == {"u0"}
+    engine(halo).run(users_entity(source))  # u0 comes through, and is repeated again
+    forget_fingerprint(halo, forget)
+    engine(halo).run(users_entity(source))
+    assert quarantined(halo) == {"u0"}
+
+
+def lost_lease_after_its_last_batch(halo, y, x, limits):
+    """Run A reads X; after its last batch its lease runs out and B runs Y (its batches wrote
+    nothing, so B may even skip); then A's last transaction (deactivations, quarantine) commits."""
+    beats = []
+
+    def heartbeat():
+        beats.append(1)
+        if len(beats) == 2:
+            assert engine(halo, limits=limits).run(users_entity(ContentSource(y, "Y"))).status == "ok"
+
+    a = engine(halo, limits=limits).run(users_entity(ContentSource(x, "X")), heartbeat=heartbeat)
+    assert len(beats) == 2
+    return a
+
+
+@EITHER_WAY
+def test_deactivations_of_a_run_that_lost_its_lease_are_read_over(halo, forget):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(4, site_id)
+    limits = Limits(batch_size=2, deactivate_after_missed_runs=1, max_deactivation_percent=100)
+    engine(halo, limits=limits).run(users_entity(ContentSource(records, "Y")))
+    assert lost_lease_after_its_last_batch(halo, records, records[:3], limits).deactivated == 1
+    forget_fingerprint(halo, forget)
+    engine(halo, limits=limits).run(users_entity(ContentSource(records, "Y")))
+    assert not any(u["inactive"] for u in halo_users(halo).values())
+
+
+@EITHER_WAY
+def test_quarantine_released_by_a_run_that_lost_its_lease_is_read_over(halo, forget):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(4, site_id)
+    bad = SourceRecord("row 9", {}, error="row 9: no key")
+    limits = Limits(batch_size=2)
+    engine(halo, limits=limits).run(users_entity(ContentSource([*records, bad], "Y")))
+    lost_lease_after_its_last_batch(halo, [*records, bad], records, limits)
+    forget_fingerprint(halo, forget)
+    engine(halo, limits=limits).run(users_entity(ContentSource([*records, bad], "Y")))
+    assert quarantined(halo) == {"row 9"}
+
+
+class RemovingSource(ListSource):
+    """A complete read that also reports removals, as a source with change tracking may."""
+
+    def __init__(self, records, removed):
+        super().__init__(records)
+        self.removed = removed
+
+    def __call__(self, ctx):
+        yield from super().__call__(ctx)
+        ctx.mark_removed(self.removed)
+
+
+def test_quarantine_stays_when_a_complete_reads_removals_are_held_back(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(10, site_id)
+    engine(halo).run(users_entity(ListSource([*records, SourceRecord("gone", {}, error="no key")])))
+    held = engine(halo).run(users_entity(RemovingSource(records, [r.key for r in records[:5]])))
+    assert held.status == "held-back" and quarantined(halo) == {"gone"}
