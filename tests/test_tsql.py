@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,17 @@ def run_scenario(engine) -> dict:
     reports["users_dry"] = dry.run(users_entity)
     facts["cursor_seen"] = list(users_src.seen)
 
+    # -- a source that fingerprints its content (a spreadsheet's digest): read, skipped, read again
+    from tests.sync.test_same_content import ContentSource
+
+    sheet_records = [user(i, _site=head) for i in range(20, 23)]
+    sheet = Entity(integration="Spreadsheet", connection="7", name="Users", label="tsql sheet", repository=REPOSITORIES["Users"],
+                   read=ContentSource(sheet_records, "v1"), match_fields=[("emailaddress",)], deactivate=False)  # fmt: skip
+    reports["sheet1"] = eng.run(sheet)
+    reports["sheet_unchanged"] = eng.run(sheet)
+    sheet_records[0] = user(20, _site=head, title="Edited")
+    reports["sheet2"] = eng.run(replace(sheet, read=ContentSource(sheet_records, "v2")))
+
     # -- Halo settings, imports, agents, state read-backs (what `halodb status` and the runner use)
     with engine.begin() as conn:
         facts["state_before"] = halo_settings.integration_state(conn, "SqlImport")
@@ -288,6 +300,7 @@ def test_scenario_reached_every_path(scenario):
     assert (r["users_held"].status, r["users_held"].held_back) == ("held-back", 7)
     assert r["users_back"].updated >= 1 and r["users_back"].status == "ok", r["users_back"].error
     assert r["users_dry"].updated == 1
+    assert (r["sheet1"].created, r["sheet_unchanged"].fetched, r["sheet_unchanged"].note is not None, r["sheet2"].updated) == (3, 0, True, 1)
     halo = {row.emailaddress.lower(): row for row in _rows(engine, users) if row.emailaddress}
     assert halo["user0@contoso.example"].firstname == "First0"  # adopted, not duplicated
     assert halo["user2@contoso.example"].title == "Boss"
