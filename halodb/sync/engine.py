@@ -208,7 +208,7 @@ class SyncEngine:
         beat = heartbeat if not self.dry_run else (lambda: None)
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
-        stored_content, content_writes = cursors.content(conn, scope)
+        stored_content, writes_before = cursors.content(conn, scope)
         ctx = ReadContext(cursors.get(conn, scope), beat, self._last_content(conn, entity, state, stored_content))
         analyzed = 0  # links written when the link table's statistics were last refreshed
 
@@ -276,24 +276,30 @@ class SyncEngine:
             gone = state.quarantined_at_start - state.still_there
             quarantine.release(conn, scope, gone)
             state.waiting.difference_update(gone)
-        writes = content_writes + state.content_writes
-        if ctx.content_checked and not unchanged:
-            # This last transaction may write too (deactivations, missed runs, quarantine): it
-            # counts as one more write, and forgets a fingerprint another run stored meanwhile.
-            cursors.note_write(conn, scope, self.clock())
-            writes += 1
         if ctx.new_cursor is not None and not held:
             # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
+        if ctx.content_checked and not unchanged:
+            self._store_content(conn, entity, report, state, ctx.content, writes_before)
+        self._commit(conn)
+
+    def _store_content(
+        self, conn: Connection, entity: Entity, report: EntityReport, state: RunState, content: str | None, writes_before: int
+    ) -> None:
+        """In a run's last transaction, for a source that fingerprints its content and was read:
+        count this transaction as a write (it may deactivate, count missed runs, release
+        quarantine), and store the fingerprint of what was read if the read was complete, left
+        nothing for the next read, and no other run wrote to the scope meanwhile."""
+        cursors.note_write(conn, entity.scope, self.clock())
+        writes = writes_before + state.content_writes + 1
         # A fingerprint stands for "a read of this content has nothing left to do". Not so after
         # a run that left work for the next full read: a record locked in Halo, one an update-only
         # import could not find, deactivations held back, a failure.
         pending = report.status != "ok" or report.locked or report.skipped or report.held_back
-        if ctx.content is not None and report.complete and not pending:
-            mark = content_mark(ctx.content, state.salt, entity)
-            if not cursors.put_content(conn, scope, mark, writes, self.clock()):
-                log.warning("%s: another run wrote meanwhile; the next run reads the source in full", entity.label)
-        self._commit(conn)
+        if content is None or not report.complete or pending:
+            return
+        if not cursors.put_content(conn, entity.scope, content_mark(content, state.salt, entity), writes, self.clock()):
+            log.warning("%s: another run wrote meanwhile; the next run reads the source in full", entity.label)
 
     def _last_content(self, conn: Connection, entity: Entity, state: RunState, stored: str | None) -> Callable[[str], bool] | None:
         """For ``ReadContext.same_content``: whether a fingerprint matches ``stored``, the one the
