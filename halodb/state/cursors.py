@@ -24,29 +24,26 @@ def put(conn: Connection, scope: Scope, position: str | None, now: dt.datetime) 
 
 def content(conn: Connection, scope: Scope) -> tuple[str | None, int]:
     """The content fingerprint stored by ``scope``'s last complete read (or None), and how many
-    batches runs of sources that fingerprint their content have written to the scope so far."""
+    writing transactions runs of sources that fingerprint their content have committed so far."""
     row = conn.execute(select(cursor.c.content, cursor.c.writes).where(scope.where(cursor))).first()
     return (row[0], row[1] or 0) if row else (None, 0)
 
 
 def note_write(conn: Connection, scope: Scope, now: dt.datetime) -> None:
-    """In a batch's transaction: forget the stored fingerprint, and count the batch."""
+    """In a transaction that writes to the scope (a batch, or a run's last): forget the stored
+    fingerprint, and count the write."""
     stmt = update(cursor).where(scope.where(cursor)).values(content=None, writes=func.coalesce(cursor.c.writes, 0) + 1, updated=now)
     if not conn.execute(stmt).rowcount:
         conn.execute(insert(cursor).values(**scope.values(), writes=1, updated=now))
 
 
 def put_content(conn: Connection, scope: Scope, fingerprint: str, writes: int, now: dt.datetime) -> bool:
-    """Store the fingerprint of a complete read, in its last transaction, if the scope has seen
-    ``writes`` batches: those the run found and its own. A different count means another run wrote
-    meanwhile (one that lost its lease), and the read no longer describes the scope."""
+    """Store the fingerprint of a complete read, in its last transaction (which counted itself
+    with ``note_write``), if the scope has seen ``writes`` writes: those the run found and its own.
+    A different count means another run wrote meanwhile (one that lost its lease), and the read
+    no longer describes the scope."""
     stmt = update(cursor).where(scope.where(cursor), func.coalesce(cursor.c.writes, 0) == writes)
-    if conn.execute(stmt.values(content=fingerprint, updated=now)).rowcount:
-        return True
-    if writes or conn.execute(select(cursor.c.entity).where(scope.where(cursor))).first() is not None:
-        return False
-    conn.execute(insert(cursor).values(**scope.values(), content=fingerprint, writes=0, updated=now))
-    return True
+    return bool(conn.execute(stmt.values(content=fingerprint, updated=now)).rowcount)
 
 
 def _put(conn: Connection, scope: Scope, now: dt.datetime, **values) -> None:

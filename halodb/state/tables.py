@@ -92,8 +92,8 @@ cursor = Table(
     Column("updated", DateTime, nullable=False),
     # The fingerprint of what the scope's last complete read returned, for a source that can tell
     # its content has not changed without reading it (a spreadsheet file's digest; 0006), and how
-    # many batches such sources' runs have written to the scope (NULL: none), so that a run stores
-    # a fingerprint only if no other run wrote meanwhile.
+    # many writing transactions such sources' runs have committed (NULL: none), so that a run
+    # stores a fingerprint only if no other run wrote meanwhile.
     Column("content", String(40)),
     Column("writes", Integer),
 )

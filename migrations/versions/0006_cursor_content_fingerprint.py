@@ -3,9 +3,10 @@
 A spreadsheet import read the whole file on every run, though most runs find the file as it was:
 a re-sync with nothing changed cost as much as reading the file. A source that can fingerprint its
 whole content cheaply (a file's digest) now compares it with ``content`` first, and reads nothing
-when it matches (``ReadContext.same_content``). ``writes`` counts the batches such runs wrote to
-the scope: a run stores its fingerprint only if the count is what its own batches made it, so a
-run that lost its lease and wrote meanwhile leaves no fingerprint that hides its writes.
+when it matches (``ReadContext.same_content``). ``writes`` counts the writing transactions such
+runs committed (batches, and each run's last): a run stores its fingerprint only if the count is
+what its own writes made it, so a run that lost its lease and wrote meanwhile leaves no
+fingerprint that hides its writes.
 
 Revision ID: 0006
 Revises: 0005
