@@ -38,6 +38,7 @@ from halodb.sync.engine import Limits, SyncEngine
 from halodb.sync.entity import Entity, SourceRecord
 from tests import tsql
 from tests.helpers import ListSource
+from tests.sync.test_same_content import ContentSource
 
 #: A floor under the distinct statement shapes the scenario produces (122 observed at stop 10, sqlglot 30.30, SQLAlchemy 2.1.9).
 #: Lower it only when code paths were deliberately removed; a drop otherwise means the harness
@@ -209,8 +210,6 @@ def run_scenario(engine) -> dict:
     facts["cursor_seen"] = list(users_src.seen)
 
     # -- a source that fingerprints its content (a spreadsheet's digest): read, skipped, read again
-    from tests.sync.test_same_content import ContentSource
-
     sheet_records = [user(i, _site=head) for i in range(20, 23)]
     sheet = Entity(integration="Spreadsheet", connection="7", name="Users", label="tsql sheet", repository=REPOSITORIES["Users"],
                    read=ContentSource(sheet_records, "v1"), match_fields=[("emailaddress",)], deactivate=False)  # fmt: skip

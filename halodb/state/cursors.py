@@ -4,6 +4,7 @@ and the fingerprint of what a scope's last complete read returned (``ReadContext
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -12,29 +13,34 @@ from halodb.state.scope import Scope
 from halodb.state.tables import cursor
 
 
+class Stored(NamedTuple):
+    """A scope's cursor row as a run starts."""
+
+    position: str | None  # where a change-tracking read resumes; None before its first complete read
+    content: str | None  # the fingerprint the last complete read stored (same_content), or None
+    writes: int  # writing transactions of runs whose source fingerprints its content, so far
+
+
+def read(conn: Connection, scope: Scope) -> Stored:
+    """``scope``'s cursor row, in one query (a scope without one has stored nothing yet)."""
+    row = conn.execute(select(cursor.c.position, cursor.c.content, cursor.c.writes).where(scope.where(cursor))).first()
+    return Stored(row[0], row[1], row[2] or 0) if row else Stored(None, None, 0)
+
+
 def get(conn: Connection, scope: Scope) -> str | None:
     """The stored position of ``scope``, or None before its first complete read."""
-    return conn.execute(select(cursor.c.position).where(scope.where(cursor))).scalar()
+    return read(conn, scope).position
 
 
 def put(conn: Connection, scope: Scope, position: str | None, now: dt.datetime) -> None:
     """Store a new position in the caller's transaction (the one writing the covered data)."""
-    _put(conn, scope, now, position=position)
-
-
-def content(conn: Connection, scope: Scope) -> tuple[str | None, int]:
-    """The content fingerprint stored by ``scope``'s last complete read (or None), and how many
-    writing transactions runs of sources that fingerprint their content have committed so far."""
-    row = conn.execute(select(cursor.c.content, cursor.c.writes).where(scope.where(cursor))).first()
-    return (row[0], row[1] or 0) if row else (None, 0)
+    _upsert(conn, scope, now, {"position": position}, {"position": position})
 
 
 def note_write(conn: Connection, scope: Scope, now: dt.datetime) -> None:
     """In a transaction that writes to the scope (a batch, or a run's last): forget the stored
     fingerprint, and count the write."""
-    stmt = update(cursor).where(scope.where(cursor)).values(content=None, writes=func.coalesce(cursor.c.writes, 0) + 1, updated=now)
-    if not conn.execute(stmt).rowcount:
-        conn.execute(insert(cursor).values(**scope.values(), writes=1, updated=now))
+    _upsert(conn, scope, now, {"content": None, "writes": func.coalesce(cursor.c.writes, 0) + 1}, {"writes": 1})
 
 
 def put_content(conn: Connection, scope: Scope, fingerprint: str, writes: int, now: dt.datetime) -> bool:
@@ -46,7 +52,7 @@ def put_content(conn: Connection, scope: Scope, fingerprint: str, writes: int, n
     return bool(conn.execute(stmt.values(content=fingerprint, updated=now)).rowcount)
 
 
-def _put(conn: Connection, scope: Scope, now: dt.datetime, **values) -> None:
-    done = conn.execute(update(cursor).where(scope.where(cursor)).values(**values, updated=now)).rowcount
-    if not done:
-        conn.execute(insert(cursor).values(**scope.values(), **values, updated=now))
+def _upsert(conn: Connection, scope: Scope, now: dt.datetime, changes: dict, first: dict) -> None:
+    """Apply ``changes`` to the scope's cursor row, or create the row with ``first``."""
+    if not conn.execute(update(cursor).where(scope.where(cursor)).values(**changes, updated=now)).rowcount:
+        conn.execute(insert(cursor).values(**scope.values(), **first, updated=now))

@@ -208,8 +208,8 @@ class SyncEngine:
         beat = heartbeat if not self.dry_run else (lambda: None)
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
-        stored_content, writes_before = cursors.content(conn, scope)
-        ctx = ReadContext(cursors.get(conn, scope), beat, self._last_content(conn, entity, state, stored_content))
+        stored = cursors.read(conn, scope)
+        ctx = ReadContext(stored.position, beat, self._last_content(conn, entity, state, stored.content))
         analyzed = 0  # links written when the link table's statistics were last refreshed
 
         def hashes(batch: list[SourceRecord]) -> list[str | None]:
@@ -280,7 +280,7 @@ class SyncEngine:
             # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
         if ctx.content_checked and not unchanged:
-            self._store_content(conn, entity, report, state, ctx.content, writes_before)
+            self._store_content(conn, entity, report, state, ctx.content, stored.writes)
         self._commit(conn)
 
     def _store_content(

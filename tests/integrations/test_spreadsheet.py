@@ -25,6 +25,7 @@ from tests.helpers import add_client_with_site, xlsx
 
 
 def write_config(tmp_path, url, entities=("Clients", "Sites", "Users", "Assets")):
+    """An instance's appsettings.json that runs the spreadsheet imports."""
     path = tmp_path / "cfg" / "appsettings.json"
     path.parent.mkdir(exist_ok=True)
     settings = {

@@ -53,7 +53,7 @@ def count(halo, table):
 
 def stored_content(halo):
     with halo.connect() as conn:
-        return cursors.content(conn, SCOPE)[0]
+        return cursors.read(conn, SCOPE).content
 
 
 def test_an_unchanged_source_is_not_read_and_a_changed_one_is(halo):
@@ -195,10 +195,10 @@ def test_only_batches_that_write_count_against_the_fingerprint(halo):
     eng = engine(halo, limits=Limits(batch_size=2))
     eng.run(users_entity(ContentSource(records, "A")))
     with halo.connect() as conn:
-        first = cursors.content(conn, SCOPE)
-    assert first[0] is not None and first[1] == 3  # two batches created users; the run's end counts one
+        first = cursors.read(conn, SCOPE)
+    assert first.content is not None and first.writes == 3  # two batches created users; the run's end counts one
     again = eng.run(users_entity(ContentSource(records, "A, saved again")))  # new bytes, same records
     with halo.connect() as conn:
-        second = cursors.content(conn, SCOPE)
+        second = cursors.read(conn, SCOPE)
     assert (again.fetched, again.unchanged) == (4, 4)
-    assert second[1] == 4 and second[0] not in (None, first[0])  # its two batches wrote nothing
+    assert second.writes == 4 and second.content not in (None, first.content)  # its two batches wrote nothing

@@ -5,8 +5,6 @@ so the run may skip. Both must end in the state the test names. Real Halo fixtur
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from sqlalchemy import func, insert, select, update
 
@@ -15,12 +13,12 @@ from halodb.config import load_settings
 from halodb.errors import IntegrationFailed
 from halodb.halo.schema import importcsv, users
 from halodb.state.tables import cursor, link, quarantine
-from halodb.sync.engine import Limits, SyncEngine
+from halodb.sync.engine import Limits
 from halodb.state import quarantine as quarantine_state
 from halodb.sync.entity import SourceRecord
 from tests.helpers import ListSource, add_client_with_site, halo_users, user_records, users_entity, xlsx
-from tests.integrations.test_spreadsheet import add_asset_type, csv_bom, entity, register
-from tests.sync.test_same_content import SCOPE, ContentSource, changed
+from tests.integrations.test_spreadsheet import add_asset_type, csv_bom, entity, register, write_config
+from tests.sync.test_same_content import SCOPE, ContentSource, changed, engine
 
 EITHER_WAY = pytest.mark.parametrize("forget", [True, False], ids=["full-read", "skip"])
 
@@ -31,20 +29,9 @@ def forget_fingerprint(halo, forget: bool) -> None:
             conn.execute(update(cursor).values(content=None))
 
 
-def sheets(tmp_path, url, **sync):
+def sheets(tmp_path, url):
     """Settings of an instance that runs every spreadsheet import."""
-    path = tmp_path / "cfg" / "appsettings.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({
-        "InstanceName": "sheets", "Database": {"Url": url},
-        "Integrations": {"Spreadsheet": {e: True for e in ("Clients", "Sites", "Users", "Assets")}},
-        "Logging": {"Folder": str(tmp_path / "logs")}, "Sync": sync,
-    }), encoding="utf-8")  # fmt: skip
-    return load_settings(path)
-
-
-def engine(halo, **kw):
-    return SyncEngine(halo, instance="t", agent_id=2, **kw)
+    return load_settings(write_config(tmp_path, url))
 
 
 @EITHER_WAY
