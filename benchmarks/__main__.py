@@ -1,6 +1,6 @@
 """halodb benchmarks: the sync engine against a raw bulk insert, a per-record loop and dlt.
 
-    python -m benchmarks [--n 100000] [--backends postgresql,sqlite] [--workloads W1,W2,W2D,W3,W4,S1,S2,S2R]
+    python -m benchmarks [--n 100000] [--backends postgresql,sqlite] [--workloads W1,W2,W2D,W3,W4,S1,S2,S2R,Q1,Q2,Q2R]
                          [--out benchmarks/RESULTS.md] [--profile]
 
 Workloads (each measured in a fresh process; its setup runs in another one before it):
@@ -12,6 +12,9 @@ Workloads (each measured in a fresh process; its setup runs in another one befor
   S1  the same N users as a CSV file, imported by the Spreadsheet integration
   S2  S1's file imported again, unchanged (not read: its fingerprint matches)
   S2R S1's file imported again, unchanged, its fingerprint forgotten (read in full)
+  Q1  the same N users as a PostgreSQL table, imported by the SQL Import integration
+  Q2  Q1's query imported again, its result unchanged (not read: PostgreSQL's fingerprint matches)
+  Q2R Q1's query imported again, result unchanged, its fingerprint forgotten (read in full)
 Methods: halodb (the engine), limit (COPY / executemany of the final rows, no logic), naive
 (per record SELECT then INSERT/UPDATE, at most 10,000 records, extrapolated), dlt (merge,
 PostgreSQL only), source (the synthetic directory read alone, no database: the part of every
@@ -42,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("HALODB_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 #: Extra server options for halodb's PostgreSQL connections (an experiment: "-cplan_cache_mode=force_custom_plan").
 PG_OPTIONS = ""
-WORKLOADS = ("W1", "W2", "W2D", "W3", "W4", "S1", "S2", "S2R")
+WORKLOADS = ("W1", "W2", "W2D", "W3", "W4", "S1", "S2", "S2R", "Q1", "Q2", "Q2R")
 METHODS = ("halodb", "limit", "naive", "dlt", "source")
 DESCRIPTION = {
     "W1": "first load",
@@ -53,9 +56,14 @@ DESCRIPTION = {
     "S1": "spreadsheet (CSV) first import",
     "S2": "spreadsheet re-import, file unchanged",
     "S2R": "spreadsheet re-import, file unchanged, read in full",
+    "Q1": "SQL import first import",
+    "Q2": "SQL re-import, result unchanged",
+    "Q2R": "SQL re-import, result unchanged, read in full",
 }
 #: Workloads that read nothing new: neither a rate nor a ratio to a load applies.
-READS_NOTHING = ("W2D", "S2")
+READS_NOTHING = ("W2D", "S2", "Q2")
+#: The integrations' own workloads (spreadsheet, SQL import): halodb alone, no raw insert of their rows.
+IMPORTS = ("S", "Q")
 
 
 class BenchError(RuntimeError):
@@ -67,6 +75,8 @@ def applies(method: str, workload: str, backend: str) -> bool:
         return method == "halodb"  # only halodb keeps a change position between runs
     if workload.startswith("S"):
         return method == "halodb"  # the Spreadsheet integration, against itself
+    if workload.startswith("Q"):  # the SQL import, against itself; its source table is on PostgreSQL
+        return method == "halodb" and backend == "postgresql"
     if method == "limit":
         return workload in ("W1", "W4")  # a bulk insert only has a first load
     if method == "naive":
@@ -166,8 +176,10 @@ def run_all(
         for backend in backends:
             for workload in workloads:
                 size = (w4_n or 10 * n) if workload == "W4" else n
-                cell = results.setdefault(backend, {}).setdefault(workload, {})
                 todo = [m for m in methods if applies(m, workload, backend)]
+                if not todo:
+                    continue  # no row for a workload that does not apply here (the SQL import on SQLite)
+                cell = results.setdefault(backend, {}).setdefault(workload, {})
                 if "dlt" in todo and not have_dlt:
                     cell["dlt"] = {"na": "dlt is not installed"}
                     todo.remove("dlt")
@@ -256,7 +268,10 @@ def checks(results: dict, n: int) -> list[str]:
         if "halodb" in by_w.get("S1", {}):
             r = by_w["S1"]["halodb"]
             lines.append(f"- {backend} S1: created {r['created']:,} of {n:,} (status {r['status']})")
-        for workload, read in (("S2", 0), ("S2R", n)):
+        if "halodb" in by_w.get("Q1", {}):
+            r = by_w["Q1"]["halodb"]
+            lines.append(f"- {backend} Q1: created {r['created']:,} of {n:,} (status {r['status']})")
+        for workload, read in (("S2", 0), ("S2R", n), ("Q2", 0), ("Q2R", n)):
             if "halodb" in by_w.get(workload, {}):
                 r = by_w[workload]["halodb"]
                 lines.append(
@@ -282,7 +297,7 @@ def table(results: dict) -> list[str]:
             hs = h.get("seconds")
             own_limit = by_m.get("limit")
             to_limit = _f(paired_ratio(h, own_limit), "{:.2f}×") if own_limit and h else _ratio(hs, lim, 2)
-            if workload in READS_NOTHING or workload.startswith("S"):  # no raw insert of the file's rows ran
+            if workload in READS_NOTHING or workload.startswith(IMPORTS):  # no raw insert of the import's rows ran
                 lim, to_limit = None, "n/a"
             lines.append(
                 f"| {backend} | {workload} {DESCRIPTION[workload]} | {h.get('n', 0):,} | {_f(hs)} | "
@@ -501,6 +516,17 @@ def render(results: dict, n: int, profile_text: str | None, started: dt.datetime
             out.append(
                 f"- {backend}: the same file read in full and settled record by record (S2R, what every re-import did before "
                 f"the fingerprint) costs {100 * s2r['seconds'] / s1['seconds']:.0f} % of the first import."
+            )
+        q1, q2, q2r = (by_w.get(w, {}).get("halodb") for w in ("Q1", "Q2", "Q2R"))
+        if q1 and q2:
+            out.append(
+                f"- {backend}: a SQL import whose query returns what it returned last time (Q2) costs {100 * q2['seconds'] / q1['seconds']:.1f} % "
+                f"of its first import (Q1, {q1['seconds']:.2f} s): PostgreSQL counts and hashes the result, and the fingerprint matches."
+            )
+        if q1 and q2r:
+            out.append(
+                f"- {backend}: the same query read in full and settled record by record (Q2R, fingerprint forgotten, so it is "
+                f"taken and then the rows read) costs {100 * q2r['seconds'] / q1['seconds']:.0f} % of the first import."
             )
         w4 = by_w.get("W4", {}).get("halodb")
         if w1 and w4 and w4["n"] > w1["n"]:

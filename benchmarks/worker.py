@@ -26,7 +26,7 @@ from halodb.halo import REPOSITORIES
 from halodb.halo.fixture import INTEGRATOR_AGENT, create_halo_fixture
 from halodb.halo.repository import WriteContext
 from halodb.halo import settings as halo_settings
-from halodb.halo.schema import audit, importcsv, users
+from halodb.halo.schema import audit, importcsv, sqlimport, users
 from halodb.state.tables import cursor
 from halodb.sync.engine import Limits, SyncEngine, utcnow
 from halodb.sync.entity import Entity
@@ -77,14 +77,36 @@ def write_csv(path: str, n: int) -> None:
             out.writerow([fields[c] for c in CSV_COLUMNS])
 
 
-def spreadsheet_entity(engine) -> Entity:
-    """The Users import that ``setup`` registered in Halo, as the Spreadsheet integration reads it."""
+#: The SQL import workloads: the same directory as a table in the PostgreSQL database, imported
+#: by the SQL Import integration (Q1 first import, Q2 again with the table unchanged, Q2R the same
+#: with the stored fingerprint forgotten, so the query's rows are read in full).
+SQL_IMPORT = ("Q1", "Q2", "Q2R")
+SOURCE_TABLE = "hr_directory"
+
+
+def write_source_table(engine, n: int) -> None:
+    """The directory as a table beside the Halo fixture (the SQL import's external database)."""
+    columns = ", ".join(f"{c} integer" if c == "site_id" else f"{c} varchar(255)" for c in CSV_COLUMNS)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {SOURCE_TABLE} ({columns})")
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {SOURCE_TABLE} ({', '.join(CSV_COLUMNS)}) FROM STDIN") as copy:
+            for _, fields in data.user_fields(n):
+                copy.write_row([fields[c] for c in CSV_COLUMNS])
+        conn.exec_driver_sql(f"ANALYZE {SOURCE_TABLE}")
+
+
+def import_entity(engine, workload: str) -> Entity:
+    """The import that ``setup`` registered in Halo, as its integration reads it."""
     # Imported here: the integrations package brings every integration's client library (httpx,
     # msal: about 20 MiB), which the other workloads' peak RSS must not include.
-    from halodb.integrations.spreadsheet import integration as spreadsheet_import
+    if workload in SQL_IMPORT:
+        from halodb.integrations.sqlimport import integration
+    else:
+        from halodb.integrations.spreadsheet import integration
 
     with engine.connect() as conn:
-        (entity,) = spreadsheet_import.entities(conn, None)
+        (entity,) = integration.entities(conn, None)
     return entity
 
 
@@ -136,17 +158,23 @@ def setup(spec: dict) -> dict:
         return {}
     engine = engine_for_url(spec["url"])
     fixture(engine, halodb_tables=method != "limit")
-    if workload in SPREADSHEET:
-        write_csv(spec["csv"], n)
+    if workload in SPREADSHEET + SQL_IMPORT:
         with engine.begin() as conn:
-            conn.execute(insert(importcsv), {"name": "directory", "type": "users", "filepath": spec["csv"], "integrator_enabled": True})
-            halo_settings.set_enabled(conn, "Spreadsheet", True)
-        if workload != "S1":
+            if workload in SPREADSHEET:
+                write_csv(spec["csv"], n)
+                conn.execute(insert(importcsv), {"name": "directory", "type": "users", "filepath": spec["csv"], "integrator_enabled": True})
+                halo_settings.set_enabled(conn, "Spreadsheet", True)
+            else:
+                write_source_table(engine, n)
+                query = f"SELECT {', '.join(CSV_COLUMNS)} FROM {SOURCE_TABLE}"
+                conn.execute(insert(sqlimport), {"name": "directory", "table": "users", "sql": query, "keyfield": "emailaddress", "sqlserver": spec["url"], "integrator_enabled": True})
+                halo_settings.set_enabled(conn, "SqlImport", True)
+        if workload not in ("S1", "Q1"):
             clock = lambda: utcnow() - dt.timedelta(hours=1)  # noqa: E731 - as for W2
-            report = SyncEngine(engine, instance="bench", agent_id=INTEGRATOR_AGENT, clock=clock).run(spreadsheet_entity(engine))
+            report = SyncEngine(engine, instance="bench", agent_id=INTEGRATOR_AGENT, clock=clock).run(import_entity(engine, workload))
             if report.status != "ok" or report.created != n:
                 raise SystemExit(f"setup import failed: {report.status} {report.error} created={report.created}")
-        if workload == "S2R":
+        if workload in ("S2R", "Q2R"):
             with engine.begin() as conn:
                 conn.execute(update(cursor).values(content=None))  # as if no import had stored one
     elif workload in ("W2", "W2D", "W3") and method == "halodb":
@@ -168,7 +196,10 @@ def measure_halodb(spec: dict) -> dict:
     limits = Limits(deactivate_after_missed_runs=1, max_deactivation_percent=100, max_deactivations=10**9) if workload == "W3" else Limits()
     before = halo_snapshot(engine)
     sync = SyncEngine(engine, instance="bench", agent_id=INTEGRATOR_AGENT, limits=limits)
-    entity = spreadsheet_entity(engine) if workload in SPREADSHEET else users_entity(n, variant, tracked=workload == "W2D")
+    if workload in SPREADSHEET + SQL_IMPORT:
+        entity = import_entity(engine, workload)
+    else:
+        entity = users_entity(n, variant, tracked=workload == "W2D")
     profiler = None
     if spec.get("profile"):
         profiler = _start_profiler()

@@ -65,6 +65,16 @@ def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(back
     s2, s2r = by_w["S2"]["halodb"], by_w["S2R"]["halodb"]
     assert (s2["status"], s2["fetched"], s2["halo_writes"], s2["audit_rows"]) == ("ok", 0, 0, 0)
     assert (s2r["status"], s2r["fetched"], s2r["unchanged"], s2r["halo_writes"], s2r["audit_rows"]) == ("ok", N, N, 0, 0)
+    # The directory as a PostgreSQL table read by a SQL import: the same three runs, PostgreSQL
+    # fingerprinting the query's result; no SQL import workload on SQLite (its source is PostgreSQL).
+    if backend == "postgresql":
+        assert set(by_w["Q1"]) == set(by_w["Q2"]) == set(by_w["Q2R"]) == {"halodb"}
+        assert (by_w["Q1"]["halodb"]["status"], by_w["Q1"]["halodb"]["created"]) == ("ok", N)
+        q2, q2r = by_w["Q2"]["halodb"], by_w["Q2R"]["halodb"]
+        assert (q2["status"], q2["fetched"], q2["halo_writes"], q2["audit_rows"]) == ("ok", 0, 0, 0)
+        assert (q2r["status"], q2r["fetched"], q2r["unchanged"], q2r["halo_writes"], q2r["audit_rows"]) == ("ok", N, N, 0, 0)
+    else:
+        assert not {"Q1", "Q2", "Q2R"} & set(by_w)
     report = bench.render(results, N, None, bench.dt.datetime.now(bench.dt.timezone.utc))
     assert "| W2 re-sync" not in report or "Halo rows written 0" in report
     assert "What changes on SQL Server" in report

@@ -26,6 +26,7 @@ from halodb.halo import REPOSITORIES, imports
 from halodb.halo import settings as halo_settings
 from halodb.halo.fixture import INTEGRATOR_AGENT, seed
 from halodb.halo.repository import Repository, WriteContext
+from halodb.integrations.sqlimport import content
 from halodb.state.locks import MSSQL_TRY_LOCK, MSSQL_UNLOCK, Lease
 from halodb.status import status
 from halodb.halo import azure, triggers
@@ -53,6 +54,9 @@ NOT_EXERCISED = {
     # Runs the customer's own SQL (text()) against the *source* database of a SQL import,
     # whatever its dialect; nothing it executes goes to Halo.
     "halodb.integrations.sqlimport": "customer SQL on the source database",
+    # Fingerprints that SQL on the source database; its SQL Server form is checked below
+    # (test_sql_import_fingerprint_is_tsql), its PostgreSQL form runs in the SQL import tests.
+    "halodb.integrations.sqlimport.content": "customer SQL on the source database",
 }
 
 #: Driver-level SQL (exec_driver_sql / dialect internals) that is backend-specific by design.
@@ -485,3 +489,14 @@ def test_trigger_query_is_tsql():
     assert "FROM sys.triggers JOIN sys.tables ON sys.triggers.parent_id = sys.tables.object_id" in sql
     assert "sys.triggers.is_disabled = 0" in sql and "schema_id()" in sql
     assert "sys.tables.name IN (N'area', N'site', N'users'" in sql
+
+
+def test_sql_import_fingerprint_is_tsql():
+    """A SQL import reading from SQL Server fingerprints its query there: both statements must be
+    T-SQL, with the customer's query nested on lines of its own."""
+    query = "SELECT email AS emailaddress, first_name AS firstname FROM dbo.employees -- HR"
+    empty, aggregate = content.statements("mssql", query)
+    assert tsql.check_tsql(text(empty)).startswith("SELECT TOP 0 * FROM (\n" + query + "\n) AS _halodb_row")
+    checked = tsql.check(text(aggregate))
+    assert "FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES" in checked.sql
+    assert not checked.narrow

@@ -146,7 +146,9 @@ def test_users_by_email_with_default_site(halo, db_url, tmp_path, source, sites)
     stored = import_row(halo, row_id)
     assert stored["lastsync"] is not None and stored["lasterror"] is None
     again = only(run(config))
-    assert (again.status, again.created, again.updated, again.unchanged) == ("ok", 0, 0, 4), again.error
+    assert (again.status, again.created, again.updated) == ("ok", 0, 0), again.error
+    # PostgreSQL fingerprints the unchanged result itself (test_sqlimport_content); SQLite cannot.
+    assert (again.fetched, again.unchanged) == ((0, 0) if source.url.startswith("postgresql") else (4, 4))
 
 
 def test_source_only_key_column(halo, db_url, tmp_path, source, sites):

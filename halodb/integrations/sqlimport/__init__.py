@@ -4,6 +4,8 @@ Each SQL import is configured in Halo (``sqlimport``): the query, the key field,
 options - ``defaultsite`` (where users/assets without a site land), ``updateonly`` (never
 create), ``dontremoveusers`` (never deactivate), ``dontupdatesite`` (site set on create only).
 The query's column names are Halo API field names (use SQL aliases), as in Halo.
+Where the source database can fingerprint the query's result (``content``), an import whose
+result has not changed since its last complete run is not read again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from halodb.errors import IntegrationFailed
 from halodb.halo import imports
 from halodb.integrations import fields
 from halodb.integrations.base import check_columns, connection_entity
+from halodb.integrations.sqlimport import content
 from halodb.sync.engine import one_line
 from halodb.sync.entity import Entity, Excluded, ReadContext, SourceRecord
 
@@ -110,7 +113,14 @@ def _reader(row: dict, entity: str, keyfield: str, label: str):
             except DBAPIError as err:
                 raise IntegrationFailed(f"{label}: {explain_connect_error(err, source.url, connect_settings(row))}") from None
             with conn:
+                # The key field decides every record's key: part of what the result stands for.
+                settings = f"{entity}|{keyfield}|"
+                mark = content.fingerprint(conn, sql)
+                if mark is not None and ctx.same_content(settings + mark):
+                    return
                 yield from _rows(conn, sql, entity, keyfield, label)
+                if mark is not None:  # taken in the snapshot the rows were read from
+                    ctx.set_content(settings + mark)
         except DBAPIError as err:
             raise IntegrationFailed(f"{label}: the query failed: {one_line(err)}") from None
         finally:
