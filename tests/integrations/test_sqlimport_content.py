@@ -4,6 +4,8 @@ The sources are real PostgreSQL schemas; the Halo fixture database is every back
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -25,7 +27,8 @@ def source():
 
 def fingerprint_of(source, sql):
     with source.engine.connect() as conn:
-        return content.fingerprint(conn, sql)
+        mark = content.fingerprint(conn, sql)
+        return mark and mark.value
 
 
 def imported(halo, db_url, tmp_path, source, sites, **values):
@@ -125,6 +128,41 @@ def test_fingerprint_and_read_share_one_snapshot(halo, db_url, tmp_path, source,
     again = only(run(config))
 
     assert again.fetched == 0  # the stored fingerprint is of the rows read
+    assert halo_users(halo)["ana@contoso.example"]["surname"] == "Silva"
+
+
+@pytest.fixture
+def no_snapshot(monkeypatch):
+    """PostgreSQL fingerprinting as SQL Server does without ALLOW_SNAPSHOT_ISOLATION: the read
+    does not share the fingerprint's snapshot, so the fingerprint is taken again after it."""
+    monkeypatch.setitem(content.FORMS, "postgresql", replace(content.FORMS["postgresql"], isolations=(("READ COMMITTED", False),)))
+
+
+def test_without_a_snapshot_an_unchanged_result_is_not_read_again(halo, db_url, tmp_path, source, sites, no_snapshot):
+    config = imported(halo, db_url, tmp_path, source, sites)
+    assert only(run(config)).fetched == 0
+
+
+def test_without_a_snapshot_a_fingerprint_that_moved_during_the_read_is_not_kept(halo, db_url, tmp_path, source, sites, no_snapshot, monkeypatch):
+    """The snapshot test's change and change back, without a snapshot: the read sees the change,
+    so the fingerprint taken before it must not be kept, or the next run would skip with Halo
+    holding the row as it briefly was."""
+    add_import(halo, source.url, defaultsite=sites["Head Office"])
+    config = write_config(tmp_path, db_url)
+    taken = content.fingerprint
+
+    def fingerprint_then_change(conn, sql):
+        mark = taken(conn, sql)
+        source.execute("UPDATE employees SET last_name = 'Briefly' WHERE employee_no = 'E1'")
+        return mark
+
+    monkeypatch.setattr(content, "fingerprint", fingerprint_then_change)
+    assert only(run(config)).fetched == 4
+    monkeypatch.setattr(content, "fingerprint", taken)
+    assert halo_users(halo)["ana@contoso.example"]["surname"] == "Briefly"  # no snapshot: the read saw it
+    source.execute("UPDATE employees SET last_name = 'Silva' WHERE employee_no = 'E1'")
+
+    assert [only(run(config)).fetched for _ in range(2)] == [4, 0]
     assert halo_users(halo)["ana@contoso.example"]["surname"] == "Silva"
 
 

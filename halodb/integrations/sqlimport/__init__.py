@@ -116,11 +116,11 @@ def _reader(row: dict, entity: str, keyfield: str, label: str):
                 # The key field decides every record's key: part of what the result stands for.
                 settings = f"{entity}|{keyfield}|"
                 mark = content.fingerprint(conn, sql)
-                if mark is not None and ctx.same_content(settings + mark):
+                if mark is not None and ctx.same_content(settings + mark.value):
                     return
                 yield from _rows(conn, sql, entity, keyfield, label)
-                if mark is not None:  # taken in the snapshot the rows were read from
-                    ctx.set_content(settings + mark)
+                if mark is not None and content.still(conn, sql, mark):
+                    ctx.set_content(settings + mark.value)
         except DBAPIError as err:
             raise IntegrationFailed(f"{label}: the query failed: {one_line(err)}") from None
         finally:
