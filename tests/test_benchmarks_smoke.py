@@ -82,6 +82,12 @@ def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(back
     assert f"- {backend} W2D: Halo rows written 0 (expected 0; audit rows 0), records read 0 (expected 0), deactivated 0 (expected 0)" in report
     assert f"- {backend}: a re-sync with nothing changed from a source that tracks changes (W2D" in report
     assert f"- {backend}: a re-sync with nothing changed that reads the whole source again (W2" in report
+    assert "### Re-sync with nothing changed, by source" in report
+    resyncs = bench.resync_table(results)[2:]
+    assert all(line in report for line in resyncs)
+    expected = ["W2D", "S2", "W2", "S2R"] + (["Q2", "Q2R"] if backend == "postgresql" else [])
+    assert sorted(line.split(" | ")[3].split()[0] for line in resyncs) == sorted(expected)
+    assert all(line.endswith(" | 0 |") for line in resyncs)  # no re-sync wrote a Halo row
 
 
 def test_repeat_keeps_the_median_run_of_halodb_and_the_limit_and_lists_every_time(tmp_path):
