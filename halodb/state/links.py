@@ -26,6 +26,7 @@ class Link(NamedTuple):  # a tuple: one is built for every record of every batch
     row_hash: str
     missed_runs: int
     deactivated: bool
+    last_seen_run: int  # the run that last wrote the link or saw its record after a miss
 
 
 _COLUMNS = tuple(link.c[name] for name in Link._fields)  # a row of these makes a Link

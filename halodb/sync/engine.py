@@ -129,6 +129,8 @@ class RunState:
         # Batches this run wrote to a scope whose source fingerprints its content (cursors.note_write).
         self.content_writes = 0
         self.noted_write = False
+        # Whether a key came again in a later batch with other content (_batch).
+        self.repeated = False
         self._checkpoint: tuple = ()
 
     def batch_started(self) -> None:
@@ -240,7 +242,9 @@ class SyncEngine:
 
                 def write_batch() -> None:
                     wrote = self._batch(conn, entity, state, batch, digests, ready)
-                    if wrote and ctx.content_checked:  # the stored fingerprint no longer describes the scope
+                    # The stored fingerprint no longer describes the scope, also when this read
+                    # could not take one (a source's fingerprint query that failed).
+                    if wrote and (ctx.content_checked or stored.content is not None):
                         cursors.note_write(conn, scope, self.clock())
                         state.noted_write = True
 
@@ -281,6 +285,10 @@ class SyncEngine:
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
         if ctx.content_checked and not unchanged:
             self._store_content(conn, entity, report, state, ctx.content, stored.writes)
+        elif stored.content is not None and not unchanged:
+            # Read without a fingerprint to compare: what this transaction writes (deactivations,
+            # missed runs) must not stand behind the one an earlier read stored.
+            cursors.note_write(conn, scope, self.clock())
         self._commit(conn)
 
     def _store_content(
@@ -295,7 +303,9 @@ class SyncEngine:
         # A fingerprint stands for "a read of this content has nothing left to do". Not so after
         # a run that left work for the next full read: a record locked in Halo, one an update-only
         # import could not find, deactivations held back, a failure.
-        pending = report.status != "ok" or report.locked or report.skipped or report.held_back
+        # Nor after one in which a key came twice with different content: the copy read last
+        # won, and in another order (the same content) the other copy would win.
+        pending = report.status != "ok" or report.locked or report.skipped or report.held_back or state.repeated
         if content is None or not report.complete or pending:
             return
         if not cursors.put_content(conn, entity.scope, content_mark(content, state.salt, entity), writes, self.clock()):
@@ -370,9 +380,14 @@ class SyncEngine:
                 digests[record.key] = digest
                 if ready is not None and ready[i] is not None:
                     prepared_ahead[record.key] = ready[i]
-        records = list(unique.values())
         found = state.lookup.sort_out(conn, digests, [r.key for r, _ in bad])
         known, unchanged = found.links, found.unchanged  # known: every link found but the unchanged ones
+        records = list(unique.values())
+        if not state.repeated:
+            # A key an earlier batch of this run wrote or saw, now with other content: the later
+            # copy wins, so what a read leaves in Halo depends on the source's order, which a
+            # fingerprint of its content does not cover (_store_content).
+            state.repeated = any(link.last_seen_run == report.run_id or link.id in state.seen for key, link in known.items() if key in unique)
         touched: list[links.Link] = []
         settled: list[SourceRecord] = []
         to_prepare: list[SourceRecord] = []

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 
+from halodb.halo.schema import sqlimport
 from halodb.integrations.sqlimport import content
 from tests.conftest import fresh_pg_schema
 from tests.helpers import halo_users
@@ -212,3 +213,20 @@ def test_sources_without_a_form_read_in_full(tmp_path):
         assert content.fingerprint(conn, "SELECT 1 AS a") is None
     engine.dispose()
     assert content.statements("mssql", "WITH a AS (SELECT 1 AS b) SELECT b FROM a") is None
+
+
+def test_a_key_repeated_with_other_content_is_read_in_any_order(halo, db_url, tmp_path, source, sites):
+    """Two rows for one email in different batches: the later row wins, so a query returning the
+    same rows in another order must be read, not skipped (the fingerprint ignores order)."""
+    source.execute("INSERT INTO employees VALUES ('E9', 'ana@contoso.example', 'Ana', 'Other', 'Warehouse')")
+    row_id = add_import(halo, source.url, sql=QUERY + " ORDER BY employee_no", defaultsite=sites["Head Office"])
+    config = write_config(tmp_path, db_url, BatchSize=2)
+    assert only(run(config)).fetched == 5
+    assert halo_users(halo)["ana@contoso.example"]["surname"] == "Other"
+    with halo.begin() as conn:
+        conn.execute(update(sqlimport).where(sqlimport.c.id == row_id).values(sql=QUERY + " ORDER BY employee_no DESC"))
+
+    again = only(run(config))
+
+    assert again.fetched == 5, again.note
+    assert halo_users(halo)["ana@contoso.example"]["surname"] == "Silva"

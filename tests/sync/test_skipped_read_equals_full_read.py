@@ -283,3 +283,63 @@ def test_quarantine_stays_when_a_complete_reads_removals_are_held_back(halo):
     engine(halo).run(users_entity(ListSource([*records, SourceRecord("gone", {}, error="no key")])))
     held = engine(halo).run(users_entity(RemovingSource(records, [r.key for r in records[:5]])))
     assert held.status == "held-back" and quarantined(halo) == {"gone"}
+
+
+@EITHER_WAY
+def test_a_key_repeated_across_batches_in_another_order_ends_as_the_last_copy(halo, forget):
+    """The copy read last wins, so the same content in another order ends otherwise: a run that
+    saw a key come again with other content stores no fingerprint."""
+    _, site_id = add_client_with_site(halo)
+    records = user_records(3, site_id)
+    other = SourceRecord("u0", {**records[0].fields, "surname": "Other"})
+    limits = Limits(batch_size=2)
+    engine(halo, limits=limits).run(users_entity(ContentSource([*records, other], "A")))
+    assert halo_users(halo)["user0@contoso.example"]["surname"] == "Other"
+    forget_fingerprint(halo, forget)
+    engine(halo, limits=limits).run(users_entity(ContentSource([other, *records[1:], records[0]], "A")))
+    assert halo_users(halo)["user0@contoso.example"]["surname"] == "Last0"
+
+
+def test_a_key_repeated_across_batches_with_the_same_content_is_still_skipped(halo):
+    _, site_id = add_client_with_site(halo)
+    records = user_records(3, site_id)
+    source = ContentSource([*records, records[0]], "A")
+    limits = Limits(batch_size=2)
+    assert engine(halo, limits=limits).run(users_entity(source)).status == "ok"
+    assert engine(halo, limits=limits).run(users_entity(source)).fetched == 0
+
+
+class SometimesFingerprinted(ContentSource):
+    """A source whose fingerprint cannot always be taken (a SQL import's fingerprint query that
+    timed out): such a read goes on in full without calling ``same_content``."""
+
+    def __init__(self, records, content, fingerprinted):
+        super().__init__(records, content)
+        self.fingerprinted = fingerprinted
+
+    def __call__(self, ctx):
+        if self.fingerprinted:
+            yield from super().__call__(ctx)
+        else:
+            self.reads += 1
+            yield from self.records
+
+
+@EITHER_WAY
+@pytest.mark.parametrize("change", ["update", "deactivation"])
+def test_writes_of_a_read_without_a_fingerprint_are_read_over(halo, forget, change):
+    """A fingerprint stored earlier must not stand behind what a read that took none wrote: the
+    source back as it was, the next run must read it and undo that write."""
+    _, site_id = add_client_with_site(halo)
+    records = user_records(4, site_id)
+    limits = Limits(deactivate_after_missed_runs=1, max_deactivation_percent=100)
+    engine(halo, limits=limits).run(users_entity(SometimesFingerprinted(records, "A", True)))
+    between = changed(records[:1], "Between") + records[1:] if change == "update" else records[:3]
+    engine(halo, limits=limits).run(users_entity(SometimesFingerprinted(between, "?", False)))
+    forget_fingerprint(halo, forget)
+    last = SometimesFingerprinted(records, "A", True)
+    engine(halo, limits=limits).run(users_entity(last))
+    assert last.reads == 1
+    people = halo_users(halo)
+    assert people["user0@contoso.example"]["surname"] == "Last0"
+    assert not any(p["inactive"] for p in people.values())
