@@ -1,7 +1,7 @@
 """halodb benchmarks: the sync engine against a raw bulk insert, a per-record loop and dlt.
 
     python -m benchmarks [--n 100000] [--backends postgresql,sqlite] [--workloads W1,W2,W2D,W3,W4,S1,S2,S2R,Q1,Q2,Q2R]
-                         [--out benchmarks/RESULTS.md] [--profile]
+                         [--out benchmarks/RESULTS.md] [--profile] [--shares ROUNDS]
 
 Workloads (each measured in a fresh process; its setup runs in another one before it):
   W1  first load of N directory users into an empty Halo fixture
@@ -342,21 +342,57 @@ RESYNCS = (
 )
 
 
-def resync_table(results: dict) -> list[str]:
-    """Every re-sync with nothing changed this run measured, as a share of its own first load."""
+def paired_shares(n: int, backends, rounds: int, *, log=print, timeout: float | None = None) -> dict:
+    """Each re-sync's time over its first load's, measured in turns: in each round a first load,
+    then its re-syncs. Returns {backend: {re-sync: [share per round]}}.
+
+    The main run measures each workload's rounds together, minutes apart from another's; on a
+    machine whose speed drifts that far (W1 took 4.4 s in one stretch of a run and S1, the same
+    users from a file, 2.6 s in another), a ratio of two medians says more about the drift than
+    about the re-sync. A share taken within a round does not."""
+    groups: dict[str, list[str]] = {}
+    for resync, first, *_ in RESYNCS:
+        groups.setdefault(first, []).append(resync)
+    shares: dict = {}
+    workdir = Path(tempfile.mkdtemp(prefix="halodb-bench-"))
+    try:
+        for backend in backends:
+            for turn in range(rounds):
+                for first, resyncs in groups.items():
+                    if not applies("halodb", first, backend):
+                        continue
+                    log(f"  {backend:<10} shares, round {turn + 1}: {first} then {', '.join(resyncs)} ...")
+                    base = measure(backend, first, "halodb", n, workdir, timeout=timeout)["seconds"]
+                    for resync in resyncs:
+                        again = measure(backend, resync, "halodb", n, workdir, timeout=timeout)["seconds"]
+                        shares.setdefault(backend, {}).setdefault(resync, []).append(round(again / base, 4))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return shares
+
+
+def resync_table(results: dict, shares: dict | None = None) -> list[str]:
+    """Every re-sync with nothing changed this run measured, as a share of its own first load:
+    the median of the shares taken in turns (``paired_shares``) where there are some, with their
+    range, else the ratio of the two medians."""
     lines = []
     for backend, by_w in results.items():
         for resync, first, source, how in RESYNCS:
             again, load = (by_w.get(w, {}).get("halodb") for w in (resync, first))
-            if again and load and load.get("seconds"):
-                share = 100 * again["seconds"] / load["seconds"]
-                lines.append(
-                    f"| {backend} | {source} | {how} | {resync} {again['seconds']:.2f} s | {first} {load['seconds']:.2f} s | "
-                    f"{share:.1f} % | {again.get('fetched', 0):,} | {again.get('halo_writes', 0):,} |"
-                )
+            if not (again and load and load.get("seconds")):
+                continue
+            paired = (shares or {}).get(backend, {}).get(resync)
+            if paired:
+                share = f"{100 * statistics.median(paired):.1f} % (in turns, {len(paired)} rounds: {100 * min(paired):.1f}-{100 * max(paired):.1f} %)"
+            else:
+                share = f"{100 * again['seconds'] / load['seconds']:.1f} %"
+            lines.append(
+                f"| {backend} | {source} | {how} | {resync} {again['seconds']:.2f} s | {first} {load['seconds']:.2f} s | "
+                f"{share} | {again.get('fetched', 0):,} | {again.get('halo_writes', 0):,} |"
+            )
     if not lines:
         return []
-    head = "| backend | source | how halodb knows nothing changed | re-sync | first load | share | records read | Halo rows written |"
+    head = "| backend | source | how halodb knows nothing changed | re-sync | first load | share of the first load | records read | Halo rows written |"
     return [head, "|---|---|---|---:|---:|---:|---:|---:|", *lines]
 
 
@@ -480,7 +516,7 @@ over the scope's links (or one lookup per batch above 200,000 links) and no writ
 """
 
 
-def render(results: dict, n: int, profile_text: str | None, started: dt.datetime) -> str:
+def render(results: dict, n: int, profile_text: str | None, started: dt.datetime, shares: dict | None = None) -> str:
     """The report. Which cells are medians comes from ``results``, not from the command line, so
     merged and single-run cells are described as they are."""
     cpus = os.cpu_count()
@@ -521,13 +557,15 @@ def render(results: dict, n: int, profile_text: str | None, started: dt.datetime
         *checks(results, n),
         "",
     ]
-    resyncs = resync_table(results)
+    resyncs = resync_table(results, shares)
     if resyncs:
         out += [
             "### Re-sync with nothing changed, by source",
             "",
             "Each re-sync as a share of its own first load (design target ≤ 25 %, and no Halo row written), the "
-            "way halodb runs it for each kind of source, and read in full for comparison:",
+            "way halodb runs it for each kind of source, and read in full for comparison. The seconds are the medians "
+            "above; a share measured in turns (`--shares`) is the median of the shares within rounds, each round a "
+            "first load and then its re-syncs:",
             "",
             *resyncs,
             "",
@@ -627,6 +665,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=odd_repeat, default=1, help="runs of halodb, the limit and the source read per cell (W1-W3), an odd number; the median is kept")
     p.add_argument("--pg-options", default="", help='extra PostgreSQL options for the run, e.g. "-cplan_cache_mode=force_custom_plan"')
     p.add_argument("--merge", help="raw results JSON of an earlier run to merge in (e.g. a W4 run)")
+    p.add_argument("--shares", type=odd_repeat, default=None, metavar="ROUNDS",
+                   help="also measure each re-sync's share of its first load in turns, this many rounds (an odd number)")
     args = p.parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc)
     global PG_OPTIONS
@@ -636,15 +676,18 @@ def main(argv=None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     print(f"halodb benchmarks, N={args.n:,}, {', '.join(backends)}: {', '.join(workloads)}")
     results = run_all(args.n, backends, workloads, methods, w4_n=args.w4_n, timeout=args.timeout, repeat=args.repeat)
+    earlier_shares = None
     if args.merge:
         earlier = json.loads(Path(args.merge).read_text())
+        earlier_shares = earlier.pop("_shares", None)
         for backend, by_w in earlier.items():
             for workload, by_m in by_w.items():
                 results.setdefault(backend, {}).setdefault(workload, {}).update({k: v for k, v in by_m.items() if k not in results.get(backend, {}).get(workload, {})})
         order = sorted(results, key=lambda b: (b != "postgresql", b))
         results = {b: {w: results[b][w] for w in WORKLOADS if w in results[b]} for b in order}
+    shares = paired_shares(args.n, backends, args.shares, timeout=args.timeout) if args.shares else earlier_shares
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+        Path(args.json).write_text(json.dumps({**results, **({"_shares": shares} if shares else {})}, indent=1, default=str))
     profile_text = None
     if args.profile:
         profile_text = profile_w1(args.n)
@@ -652,7 +695,7 @@ def main(argv=None) -> int:
             Path(args.profile_file).write_text(profile_text)
     elif args.profile_file and Path(args.profile_file).exists():
         profile_text = Path(args.profile_file).read_text()
-    report = render(results, args.n, profile_text, started)
+    report = render(results, args.n, profile_text, started, shares)
     Path(args.out).write_text(report + "\n")
     print()
     print("\n".join(table(results)))

@@ -180,3 +180,14 @@ def test_the_tracked_read_leaves_a_position_and_reads_nothing_from_it():
     assert list(read(again)) == [] and again.incomplete_reason == "delta read"
     other = ReadContext("synthetic:base:10")  # a position of another directory: read it all
     assert len(list(read(other))) == 20 and other.incomplete_reason is None
+
+
+def test_shares_are_taken_in_turns_and_shown_with_their_range(tmp_path):
+    shares = bench.paired_shares(N, ["sqlite"], 1, log=lambda *a: None, timeout=300)
+    assert set(shares["sqlite"]) == {"W2D", "W2", "S2", "S2R"}  # no SQL import on SQLite
+    assert all(len(v) == 1 and v[0] > 0 for v in shares["sqlite"].values())
+    results = {"sqlite": {w: {"halodb": {"seconds": 1.0, "fetched": 0, "halo_writes": 0}} for w in ("W1", "W2", "W2D")}}
+    (w2d,) = [line for line in bench.resync_table(results, {"sqlite": {"W2D": [0.01, 0.03, 0.02]}}) if "W2D" in line]
+    assert "| 2.0 % (in turns, 3 rounds: 1.0-3.0 %) |" in w2d
+    (w2,) = [line for line in bench.resync_table(results, {"sqlite": {"W2D": [0.01]}}) if "| W2 " in line]
+    assert "| 100.0 % |" in w2  # no shares for W2: the ratio of the medians
