@@ -571,42 +571,9 @@ def render(results: dict, n: int, profile_text: str | None, started: dt.datetime
             "",
         ]
     for backend, by_w in results.items():
-        w1, w2 = by_w.get("W1", {}).get("halodb"), by_w.get("W2", {}).get("halodb")
-        w2d = by_w.get("W2D", {}).get("halodb")
-        if w1 and w2:
-            out.append(
-                f"- {backend}: a re-sync with nothing changed that reads the whole source again (W2: SQL and spreadsheet "
-                f"imports, or any source without change tracking) costs {100 * w2['seconds'] / w1['seconds']:.0f} % of the first load (target ≤ 25 %)."
-            )
-        if w1 and w2d:
-            out.append(
-                f"- {backend}: a re-sync with nothing changed from a source that tracks changes (W2D, as the Azure AD "
-                f"integration reads Graph's delta) costs {100 * w2d['seconds'] / w1['seconds']:.1f} % of the first load "
-                "(the same target; its read returns nothing new, so it only shows the engine's cost per run)."
-            )
+        # The re-syncs' shares are in the table above; here what the source read alone says.
+        w1 = by_w.get("W1", {}).get("halodb")
         out += source_lines(backend, by_w)
-        s1, s2, s2r = (by_w.get(w, {}).get("halodb") for w in ("S1", "S2", "S2R"))
-        if s1 and s2:
-            out.append(
-                f"- {backend}: a spreadsheet import whose file has not changed (S2) costs {100 * s2['seconds'] / s1['seconds']:.1f} % "
-                f"of its first import (S1, {s1['seconds']:.2f} s): the file's SHA-256 against the one its last complete import stored."
-            )
-        if s1 and s2r:
-            out.append(
-                f"- {backend}: the same file read in full and settled record by record (S2R, what every re-import did before "
-                f"the fingerprint) costs {100 * s2r['seconds'] / s1['seconds']:.0f} % of the first import."
-            )
-        q1, q2, q2r = (by_w.get(w, {}).get("halodb") for w in ("Q1", "Q2", "Q2R"))
-        if q1 and q2:
-            out.append(
-                f"- {backend}: a SQL import whose query returns what it returned last time (Q2) costs {100 * q2['seconds'] / q1['seconds']:.1f} % "
-                f"of its first import (Q1, {q1['seconds']:.2f} s): PostgreSQL counts and hashes the result, and the fingerprint matches."
-            )
-        if q1 and q2r:
-            out.append(
-                f"- {backend}: the same query read in full and settled record by record (Q2R, fingerprint forgotten, so it is "
-                f"taken and then the rows read) costs {100 * q2r['seconds'] / q1['seconds']:.0f} % of the first import."
-            )
         w4 = by_w.get("W4", {}).get("halodb")
         if w1 and w4 and w4["n"] > w1["n"]:
             out.append(

@@ -80,8 +80,6 @@ def test_benchmark_completes_with_zero_writes_on_resync_and_exact_w3_counts(back
     assert "What changes on SQL Server" in report
     assert f"- {backend}: reading the source alone takes " in report
     assert f"- {backend} W2D: Halo rows written 0 (expected 0; audit rows 0), records read 0 (expected 0), deactivated 0 (expected 0)" in report
-    assert f"- {backend}: a re-sync with nothing changed from a source that tracks changes (W2D" in report
-    assert f"- {backend}: a re-sync with nothing changed that reads the whole source again (W2" in report
     assert "### Re-sync with nothing changed, by source" in report
     resyncs = bench.resync_table(results)[2:]
     assert all(line in report for line in resyncs)
