@@ -131,10 +131,13 @@ class RunState:
         self.noted_write = False
         # Whether a key came again in a later batch with other content (_batch).
         self.repeated = False
+        # Keys this run put in quarantine: a later copy in this run does not release them, or a
+        # key's quarantine would depend on which of its copies the source returns last.
+        self.put_now: set[str] = set()
         self._checkpoint: tuple = ()
 
     def batch_started(self) -> None:
-        self._checkpoint = (self.report.checkpoint(), set(self.waiting))
+        self._checkpoint = (self.report.checkpoint(), set(self.waiting), set(self.put_now))
         self.seen_in_batch = []
         self.noted_write = False
 
@@ -144,11 +147,12 @@ class RunState:
         self.content_writes += self.noted_write
 
     def batch_rolled_back(self) -> None:
-        report_checkpoint, waiting = self._checkpoint
+        report_checkpoint, waiting, put_now = self._checkpoint
         self.report.restore(report_checkpoint)
         self.index.batch_rolled_back()
         self.waiting.clear()
         self.waiting.update(waiting)
+        self.put_now = put_now
 
 
 class SyncEngine:
@@ -211,6 +215,9 @@ class SyncEngine:
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
         stored = cursors.read(conn, scope)
+        # A scope whose source fingerprints its content (one is stored, or runs counted writes
+        # for one): this run counts its writes even if its read cannot take a fingerprint.
+        counted = stored.content is not None or bool(stored.writes)
         ctx = ReadContext(stored.position, beat, self._last_content(conn, entity, state, stored.content))
         analyzed = 0  # links written when the link table's statistics were last refreshed
 
@@ -243,8 +250,9 @@ class SyncEngine:
                 def write_batch() -> None:
                     wrote = self._batch(conn, entity, state, batch, digests, ready)
                     # The stored fingerprint no longer describes the scope, also when this read
-                    # could not take one (a source's fingerprint query that failed).
-                    if wrote and (ctx.content_checked or stored.content is not None):
+                    # could not take one (a source's fingerprint query that failed), and a run
+                    # that is reading meanwhile must not store one that hides this write.
+                    if wrote and (ctx.content_checked or counted):
                         cursors.note_write(conn, scope, self.clock())
                         state.noted_write = True
 
@@ -285,7 +293,7 @@ class SyncEngine:
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
         if ctx.content_checked and not unchanged:
             self._store_content(conn, entity, report, state, ctx.content, stored.writes)
-        elif stored.content is not None and not unchanged:
+        elif counted and not unchanged:
             # Read without a fingerprint to compare: what this transaction writes (deactivations,
             # missed runs) must not stand behind the one an earlier read stored.
             cursors.note_write(conn, scope, self.clock())
@@ -485,6 +493,7 @@ class SyncEngine:
         state.seen_in_batch.extend(t.id for t in touched)
         if bad:
             quarantine.put(conn, scope, report.run_id, [(r.key, reason, r.fields) for r, reason in bad])
+            state.put_now.update(r.key for r, _ in bad)
             report.add_quarantine([(r.key, reason) for r, reason in bad])
             for r, reason in bad:
                 log.warning("%s: quarantined %s: %s", entity.label, r.key, reason)
@@ -494,6 +503,7 @@ class SyncEngine:
         if waiting:  # records of this batch that sat in quarantine and came through this time
             released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
             released.difference_update(r.key for r, _ in bad)  # a key repeated in the batch stays
+            released.difference_update(state.put_now)  # and one an earlier batch quarantined
             if released:
                 quarantine.release(conn, scope, released)
                 waiting.difference_update(released)

@@ -146,10 +146,12 @@ def test_writes_of_a_run_that_lost_its_lease_are_read_over(halo, forget):
 
 
 @EITHER_WAY
-def test_writes_made_while_another_run_read_are_read_over(halo, forget):
+@pytest.mark.parametrize("fingerprinted", [True, False], ids=["C-fingerprinted", "C-unfingerprinted"])
+def test_writes_made_while_another_run_read_are_read_over(halo, forget, fingerprinted):
     """B reads Y in full; between two of B's batches another run writes X to two records (a run
-    that lost its lease, played here by a whole run C). B's fingerprint would hide C's writes,
-    so B stores none, and the next read of Y puts Y back."""
+    that lost its lease, played here by a whole run C, which may have failed to take a
+    fingerprint). B's fingerprint would hide C's writes, so B stores none, and the next read of Y
+    puts Y back."""
     _, site_id = add_client_with_site(halo)
     records = user_records(4, site_id)
     engine(halo, limits=Limits(batch_size=2)).run(users_entity(ContentSource(changed(records, "W"), "W")))
@@ -159,7 +161,7 @@ def test_writes_made_while_another_run_read_are_read_over(halo, forget):
         beats.append(1)
         if len(beats) == 1:
             meanwhile = [*changed(records[:2], "X"), *changed(records[2:], "W")]
-            assert engine(halo).run(users_entity(ContentSource(meanwhile, "X"))).updated == 2
+            assert engine(halo).run(users_entity(SometimesFingerprinted(meanwhile, "X", fingerprinted))).updated == 2
 
     b = engine(halo, limits=Limits(batch_size=2)).run(users_entity(ContentSource(records, "Y")), heartbeat=heartbeat)
     assert (b.status, b.complete, b.updated) == ("ok", True, 4)
@@ -343,3 +345,26 @@ def test_writes_of_a_read_without_a_fingerprint_are_read_over(halo, forget, chan
     people = halo_users(halo)
     assert people["user0@contoso.example"]["surname"] == "Last0"
     assert not any(p["inactive"] for p in people.values())
+
+
+@EITHER_WAY
+@pytest.mark.parametrize("first", ["repeated in its batch", "unusable"])
+def test_a_key_quarantined_by_one_copy_is_not_released_by_a_later_one(halo, forget, first):
+    """A key whose copy is quarantined early in a read and comes through later in the same read
+    stays in quarantine, whatever was in quarantine when the run started and in whichever order
+    the copies come."""
+    _, site_id = add_client_with_site(halo)
+    x = user_records(3, site_id)
+    if first == "repeated in its batch":
+        other = SourceRecord("u0", {**x[0].fields, "surname": "Y"})
+        orders = [[x[0], other, x[0], x[1]]] * 2 + [[x[0], other, x[0], x[1]]]
+    else:
+        unusable = SourceRecord("u0", {**x[0].fields, "site_id": None, "site_name": "Nowhere"})
+        orders = [[unusable, x[1], x[0], x[2]]] * 2 + [[x[0], x[1], unusable, x[2]]]
+    limits = Limits(batch_size=2)
+    for order in orders[:2]:
+        engine(halo, limits=limits).run(users_entity(ContentSource(order, "A")))
+        assert quarantined(halo) == {"u0"}
+    forget_fingerprint(halo, forget)
+    engine(halo, limits=limits).run(users_entity(ContentSource(orders[2], "A")))
+    assert quarantined(halo) == {"u0"}
