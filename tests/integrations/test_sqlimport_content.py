@@ -5,9 +5,12 @@ The sources are real PostgreSQL schemas; the Halo fixture database is every back
 from __future__ import annotations
 
 from dataclasses import replace
+from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import create_engine, text, update
+from sqlalchemy.exc import DBAPIError
 
 from halodb.halo.schema import sqlimport
 from halodb.integrations.sqlimport import content
@@ -230,3 +233,57 @@ def test_a_key_repeated_with_other_content_is_read_in_any_order(halo, db_url, tm
 
     assert again.fetched == 5, again.note
     assert halo_users(halo)["ana@contoso.example"]["surname"] == "Silva"
+
+
+# -- SQL Server's isolation fall-back -----------------------------------------------------------
+
+
+class FakeSqlServer:
+    """Stands in for a SQL Server connection, since none can run here (its statements are checked
+    as T-SQL in tests/test_tsql.py). Like a database without ALLOW_SNAPSHOT_ISOLATION, it refuses
+    SNAPSHOT at the first statement (SQL Server's error 3952) unless ``allow_snapshot``; it answers
+    the two fingerprint statements with a fixed result."""
+
+    class dialect:
+        name = "mssql"
+
+    default_isolation_level = "READ COMMITTED"
+
+    def __init__(self, allow_snapshot: bool, total: int = 123):
+        self.allow_snapshot, self.total = allow_snapshot, total
+        self.level = self.default_isolation_level
+        self.calls: list[str] = []
+
+    def execution_options(self, isolation_level):
+        self.level = isolation_level
+        return self
+
+    def rollback(self):
+        self.calls.append("rollback")
+
+    def execute(self, statement):
+        self.calls.append(f"{self.level}: {statement.text.split(None, 2)[1]}")
+        if self.level == "SNAPSHOT" and not self.allow_snapshot:
+            refusal = Exception("Snapshot isolation transaction failed accessing database 'hr' because snapshot isolation is not allowed in this database.")
+            raise DBAPIError(statement.text, {}, refusal)
+        if "TOP 0" in statement.text:
+            return SimpleNamespace(cursor=SimpleNamespace(description=[("emailaddress", str, None, None, None, None, None)]))
+        return SimpleNamespace(one=lambda: (4, Decimal(self.total)))
+
+
+def test_sql_server_with_snapshot_isolation_shares_one_snapshot():
+    conn = FakeSqlServer(allow_snapshot=True)
+    mark = content.fingerprint(conn, QUERY)
+    assert mark is not None and mark.snapshot
+    assert conn.calls == ["SNAPSHOT: TOP", "SNAPSHOT: COUNT_BIG(*),"]
+    assert content.still(conn, QUERY, mark) and conn.calls[-1] == "SNAPSHOT: COUNT_BIG(*),"  # nothing taken again
+
+
+def test_sql_server_without_snapshot_isolation_takes_the_fingerprint_again_after_the_read():
+    conn = FakeSqlServer(allow_snapshot=False)
+    mark = content.fingerprint(conn, QUERY)
+    assert mark is not None and not mark.snapshot
+    assert conn.calls == ["SNAPSHOT: TOP", "rollback", "READ COMMITTED: TOP", "READ COMMITTED: COUNT_BIG(*),"]
+    assert content.still(conn, QUERY, mark)
+    conn.total = 124  # a row changed during the read
+    assert not content.still(conn, QUERY, mark)
