@@ -265,12 +265,10 @@ def checks(results: dict, n: int) -> list[str]:
         if "halodb" in by_w.get("W4", {}):
             r = by_w["W4"]["halodb"]
             lines.append(f"- {backend} W4: created {r['created']:,} of {r['n']:,} (status {r['status']})")
-        if "halodb" in by_w.get("S1", {}):
-            r = by_w["S1"]["halodb"]
-            lines.append(f"- {backend} S1: created {r['created']:,} of {n:,} (status {r['status']})")
-        if "halodb" in by_w.get("Q1", {}):
-            r = by_w["Q1"]["halodb"]
-            lines.append(f"- {backend} Q1: created {r['created']:,} of {n:,} (status {r['status']})")
+        for workload in ("S1", "Q1"):  # the integrations' first imports
+            if "halodb" in by_w.get(workload, {}):
+                r = by_w[workload]["halodb"]
+                lines.append(f"- {backend} {workload}: created {r['created']:,} of {n:,} (status {r['status']})")
         for workload, read in (("S2", 0), ("S2R", n), ("Q2", 0), ("Q2R", n)):
             if "halodb" in by_w.get(workload, {}):
                 r = by_w[workload]["halodb"]
