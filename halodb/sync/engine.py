@@ -388,9 +388,9 @@ class SyncEngine:
                 digests[record.key] = digest
                 if ready is not None and ready[i] is not None:
                     prepared_ahead[record.key] = ready[i]
+        records = list(unique.values())
         found = state.lookup.sort_out(conn, digests, [r.key for r, _ in bad])
         known, unchanged = found.links, found.unchanged  # known: every link found but the unchanged ones
-        records = list(unique.values())
         if not state.repeated:
             # A key an earlier batch of this run wrote or saw, now with other content: the later
             # copy wins, so what a read leaves in Halo depends on the source's order, which a
@@ -502,8 +502,8 @@ class SyncEngine:
         released: set[str] = set()
         if waiting:  # records of this batch that sat in quarantine and came through this time
             released = waiting.intersection([r.key for r, _, _ in good if r.key not in ambiguous_keys] + [r.key for r in settled])
-            released.difference_update(r.key for r, _ in bad)  # a key repeated in the batch stays
-            released.difference_update(state.put_now)  # and one an earlier batch quarantined
+            # A key one of this read's copies put there stays (repeated in this batch or before).
+            released.difference_update(state.put_now)
             if released:
                 quarantine.release(conn, scope, released)
                 waiting.difference_update(released)
