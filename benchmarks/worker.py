@@ -84,16 +84,14 @@ SQL_IMPORT = ("Q1", "Q2", "Q2R")
 SOURCE_TABLE = "hr_directory"
 
 
-def write_source_table(engine, n: int) -> None:
+def write_source_table(conn, n: int) -> None:
     """The directory as a table beside the Halo fixture (the SQL import's external database)."""
     columns = ", ".join(f"{c} integer" if c == "site_id" else f"{c} varchar(255)" for c in CSV_COLUMNS)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE TABLE {SOURCE_TABLE} ({columns})")
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY {SOURCE_TABLE} ({', '.join(CSV_COLUMNS)}) FROM STDIN") as copy:
-            for _, fields in data.user_fields(n):
-                copy.write_row([fields[c] for c in CSV_COLUMNS])
-        conn.exec_driver_sql(f"ANALYZE {SOURCE_TABLE}")
+    conn.exec_driver_sql(f"CREATE TABLE {SOURCE_TABLE} ({columns})")
+    with conn.connection.driver_connection.cursor() as cur, cur.copy(f"COPY {SOURCE_TABLE} ({', '.join(CSV_COLUMNS)}) FROM STDIN") as copy:
+        for _, fields in data.user_fields(n):
+            copy.write_row([fields[c] for c in CSV_COLUMNS])
+    conn.exec_driver_sql(f"ANALYZE {SOURCE_TABLE}")
 
 
 def import_entity(engine, workload: str) -> Entity:
@@ -165,7 +163,7 @@ def setup(spec: dict) -> dict:
                 conn.execute(insert(importcsv), {"name": "directory", "type": "users", "filepath": spec["csv"], "integrator_enabled": True})
                 halo_settings.set_enabled(conn, "Spreadsheet", True)
             else:
-                write_source_table(engine, n)
+                write_source_table(conn, n)
                 query = f"SELECT {', '.join(CSV_COLUMNS)} FROM {SOURCE_TABLE}"
                 conn.execute(insert(sqlimport), {"name": "directory", "table": "users", "sql": query, "keyfield": "emailaddress", "sqlserver": spec["url"], "integrator_enabled": True})
                 halo_settings.set_enabled(conn, "SqlImport", True)

@@ -215,9 +215,9 @@ class SyncEngine:
         waiting = set(conn.execute(select(quarantine_table.c.source_key).where(scope.where(quarantine_table))).scalars())
         state = RunState(entity, report, waiting, self.limits.batch_size, run_salt(conn, entity))
         stored = cursors.read(conn, scope)
-        # A scope whose source fingerprints its content (one is stored, or runs counted writes
-        # for one): this run counts its writes even if its read cannot take a fingerprint.
-        counted = stored.content is not None or bool(stored.writes)
+        # A scope whose runs counted writes against a fingerprint (every stored one came after
+        # such a count): this run counts its own even if its read cannot take a fingerprint.
+        counted = stored.writes > 0
         ctx = ReadContext(stored.position, beat, self._last_content(conn, entity, state, stored.content))
         analyzed = 0  # links written when the link table's statistics were last refreshed
 
@@ -291,22 +291,20 @@ class SyncEngine:
         if ctx.new_cursor is not None and not held:
             # Held-back removals keep the old position: the same delta brings them again next run.
             cursors.put(conn, scope, ctx.new_cursor, self.clock())
-        if ctx.content_checked and not unchanged:
-            self._store_content(conn, entity, report, state, ctx.content, stored.writes)
-        elif counted and not unchanged:
-            # Read without a fingerprint to compare: what this transaction writes (deactivations,
-            # missed runs) must not stand behind the one an earlier read stored.
+        if (ctx.content_checked or counted) and not unchanged:
+            # This transaction may write too (deactivations, missed runs, quarantine released):
+            # it counts itself, and the stored fingerprint no longer stands for the scope.
             cursors.note_write(conn, scope, self.clock())
+            if ctx.content_checked:
+                self._store_content(conn, entity, report, state, ctx.content, stored.writes)
         self._commit(conn)
 
     def _store_content(
         self, conn: Connection, entity: Entity, report: EntityReport, state: RunState, content: str | None, writes_before: int
     ) -> None:
-        """In a run's last transaction, for a source that fingerprints its content and was read:
-        count this transaction as a write (it may deactivate, count missed runs, release
-        quarantine), and store the fingerprint of what was read if the read was complete, left
-        nothing for the next read, and no other run wrote to the scope meanwhile."""
-        cursors.note_write(conn, entity.scope, self.clock())
+        """In a run's last transaction (which counted itself), for a source that fingerprints its
+        content and was read: store the fingerprint of what was read if the read was complete,
+        left nothing for the next read, and no other run wrote to the scope meanwhile."""
         writes = writes_before + state.content_writes + 1
         # A fingerprint stands for "a read of this content has nothing left to do". Not so after
         # a run that left work for the next full read: a record locked in Halo, one an update-only
